@@ -1,0 +1,13 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["{proto,preprocess,gpu-service,edge,test,scripts}/**/*.test.ts"],
+    exclude: ["**/node_modules/**", "**/.cache/**"],
+    // Tests must pass on a loaded 2-core machine: generous timeouts, no timing assertions.
+    testTimeout: 120_000,
+    hookTimeout: 300_000,
+    pool: "forks",
+    maxWorkers: 2,
+  },
+});
