@@ -1,0 +1,130 @@
+/**
+ * `npm start`: runs preprocess, gpu-service and edge as three processes on localhost, waits until
+ * all three are healthy, prints the URL, and on Ctrl-C (SIGINT) or SIGTERM stops all three.
+ *
+ *   start.ts ──spawn──> preprocess  (gRPC :PREPROCESS_PORT)
+ *            ──spawn──> gpu-service (gRPC :GPU_SERVICE_PORT, metrics :GPU_METRICS_PORT)
+ *            ──spawn──> edge        (HTTP :PORT)  ──> both backends
+ *
+ * With no MODEL_DIR the tiny-a checkpoint is generated once into .cache/ and served (random weights).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { join } from "node:path";
+import { createClient } from "@minicpmv/proto/grpc";
+import { ensureTinyCheckpoint } from "../gpu-service/src/checkpoint";
+import { Health, ServingStatus } from "@minicpmv/proto/health";
+
+const root = join(import.meta.dirname, "..");
+const env = process.env;
+const host = "127.0.0.1";
+const ports = {
+  preprocess: Number(env.PREPROCESS_PORT ?? 50061),
+  gpu: Number(env.GPU_SERVICE_PORT ?? 50062),
+  edge: Number(env.PORT ?? 8080),
+};
+const startTimeoutMs = Number(env.START_TIMEOUT_MS ?? 600_000);
+const children: { name: string; proc: ChildProcess }[] = [];
+let stopping = false;
+
+function log(msg: string, extra: Record<string, unknown> = {}): void {
+  console.log(JSON.stringify({ time: new Date().toISOString(), service: "start", msg, ...extra }));
+}
+
+function run(name: string, entry: string, childEnv: Record<string, string>): void {
+  const proc = spawn(process.execPath, ["--import", "tsx", join(root, entry)], {
+    cwd: root,
+    env: { ...env, ...childEnv },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  children.push({ name, proc });
+  proc.on("exit", (code, signal) => {
+    if (!stopping) {
+      log("a service exited unexpectedly; stopping the stack", { service_name: name, code, signal });
+      void stop(1);
+    }
+  });
+}
+
+async function stop(exitCode: number): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  const alive = children.filter((c) => c.proc.exitCode === null && c.proc.signalCode === null);
+  await Promise.all(
+    alive.map(
+      ({ proc }) =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+          proc.once("exit", () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          proc.kill("SIGTERM");
+        }),
+    ),
+  );
+  log("stopped", { exit_code: exitCode });
+  process.exit(exitCode);
+}
+
+async function waitGrpc(name: string, address: string, deadline: number): Promise<void> {
+  const client = createClient(Health, address);
+  try {
+    while (Date.now() < deadline && !stopping) {
+      try {
+        const res = await client.check({ service: "" }, { deadline: 2000 });
+        if (res.status === ServingStatus.SERVING) return;
+      } catch {
+        // not up yet
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new Error(`${name} at ${address} did not become healthy in ${startTimeoutMs} ms`);
+  } finally {
+    client.close();
+  }
+}
+
+async function waitHttp(url: string, deadline: number): Promise<void> {
+  while (Date.now() < deadline && !stopping) {
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      if (res.ok) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${url} did not become healthy in ${startTimeoutMs} ms`);
+}
+
+async function main(): Promise<void> {
+  process.on("SIGINT", () => void stop(0));
+  process.on("SIGTERM", () => void stop(0));
+  let modelDir = env.MODEL_DIR;
+  if (!modelDir) {
+    log("MODEL_DIR is not set: serving the tiny-a checkpoint (random weights; answers are noise)");
+    modelDir = await ensureTinyCheckpoint(env.CACHE_DIR);
+  }
+  const common = { MODEL_DIR: modelDir };
+  run("preprocess", "preprocess/src/main.ts", { ...common, PREPROCESS_HOST: host, PREPROCESS_PORT: String(ports.preprocess) });
+  run("gpu-service", "gpu-service/src/main.ts", { ...common, GPU_SERVICE_HOST: host, GPU_SERVICE_PORT: String(ports.gpu) });
+  run("edge", "edge/src/main.ts", {
+    PORT: String(ports.edge),
+    PREPROCESS_URL: `${host}:${ports.preprocess}`,
+    GPU_SERVICE_URLS: `${host}:${ports.gpu}`,
+  });
+  const deadline = Date.now() + startTimeoutMs;
+  await Promise.all([
+    waitGrpc("preprocess", `${host}:${ports.preprocess}`, deadline),
+    waitGrpc("gpu-service", `${host}:${ports.gpu}`, deadline),
+  ]);
+  const url = `http://localhost:${ports.edge}`;
+  await waitHttp(`${url}/health`, deadline);
+  log("ready", { url, pids: Object.fromEntries(children.map((c) => [c.name, c.proc.pid])) });
+  console.log(`\n  MiniCPM-V 2.6 is up: open ${url}/  (OpenAI API at ${url}/v1)\n  Ctrl-C stops all three services.\n`);
+}
+
+main().catch((err: unknown) => {
+  log("start failed", { error: err instanceof Error ? err.message : String(err) });
+  void stop(1);
+});
