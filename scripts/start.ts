@@ -11,8 +11,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { createClient } from "@minicpmv/proto/grpc";
-import { ensureTinyCheckpoint } from "../gpu-service/src/checkpoint";
 import { Health, ServingStatus } from "@minicpmv/proto/health";
+import { ensureTinyCheckpoint } from "../gpu-service/src/checkpoint";
 
 const root = join(import.meta.dirname, "..");
 const env = process.env;
@@ -106,8 +106,16 @@ async function main(): Promise<void> {
     modelDir = await ensureTinyCheckpoint(env.CACHE_DIR);
   }
   const common = { MODEL_DIR: modelDir };
-  run("preprocess", "preprocess/src/main.ts", { ...common, PREPROCESS_HOST: host, PREPROCESS_PORT: String(ports.preprocess) });
-  run("gpu-service", "gpu-service/src/main.ts", { ...common, GPU_SERVICE_HOST: host, GPU_SERVICE_PORT: String(ports.gpu) });
+  run("preprocess", "preprocess/src/main.ts", {
+    ...common,
+    PREPROCESS_HOST: host,
+    PREPROCESS_PORT: String(ports.preprocess),
+  });
+  run("gpu-service", "gpu-service/src/main.ts", {
+    ...common,
+    GPU_SERVICE_HOST: host,
+    GPU_SERVICE_PORT: String(ports.gpu),
+  });
   run("edge", "edge/src/main.ts", {
     PORT: String(ports.edge),
     PREPROCESS_URL: `${host}:${ports.preprocess}`,

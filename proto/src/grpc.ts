@@ -22,6 +22,18 @@ import {
 } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
+import {
+  type Context,
+  context,
+  propagation,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type TextMapGetter,
+  type TextMapSetter,
+  trace,
+} from "@opentelemetry/api";
 
 export { grpc };
 export const Status = grpc.status;
@@ -56,6 +68,8 @@ export interface CallContext {
   readonly metadata: grpc.Metadata;
   /** The client's address. */
   readonly peer: string;
+  /** Trace context of this call (the server span, child of the caller's span); pass it to spans made later. */
+  readonly traceContext: Context;
 }
 
 type Methods = GenServiceMethods;
@@ -78,8 +92,10 @@ export interface CallOptions {
   signal?: AbortSignal | undefined;
   /** Absolute deadline, or milliseconds from now. */
   deadline?: Date | number | undefined;
-  /** Metadata to send (request id, trace context). */
+  /** Metadata to send (request id). */
   metadata?: grpc.Metadata | Record<string, string> | undefined;
+  /** Trace context to propagate; defaults to the active context. */
+  traceContext?: Context | undefined;
 }
 
 /** A typed client: unary methods return a promise, server-streaming ones an async iterable. */
@@ -132,7 +148,45 @@ export function toStatus(err: unknown): grpc.StatusObject {
   return { code: grpc.status.INTERNAL, details: `internal error: ${message}`, metadata: new grpc.Metadata() };
 }
 
-function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>): {
+const metadataGetter: TextMapGetter<grpc.Metadata> = {
+  keys: (md) => Object.keys(md.getMap()),
+  get: (md, key) => {
+    const v = md.get(key);
+    return v.length === 0 ? undefined : v.map(String);
+  },
+};
+const metadataSetter: TextMapSetter<grpc.Metadata> = { set: (md, key, value) => md.set(key, value) };
+
+function startServerSpan(service: DescService, method: DescMethod, md: grpc.Metadata): { span: Span; ctx: Context } {
+  const parent = propagation.extract(ROOT_CONTEXT, md, metadataGetter);
+  const span = trace.getTracer("minicpmv-grpc").startSpan(
+    `${service.typeName}/${method.name}`,
+    {
+      kind: SpanKind.SERVER,
+      attributes: { "rpc.system": "grpc", "rpc.service": service.typeName, "rpc.method": method.name },
+    },
+    parent,
+  );
+  const requestId = md.get("x-request-id")[0];
+  if (requestId !== undefined) span.setAttribute("request.id", String(requestId));
+  return { span, ctx: trace.setSpan(parent, span) };
+}
+
+function endSpan(span: Span, err?: unknown): void {
+  if (err !== undefined) {
+    const st = toStatus(err);
+    span.setAttribute("rpc.grpc.status_code", st.code);
+    span.setStatus({ code: SpanStatusCode.ERROR, message: st.details });
+  } else {
+    span.setAttribute("rpc.grpc.status_code", grpc.status.OK);
+  }
+  span.end();
+}
+
+function callContext(
+  call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
+  traceContext: Context,
+): {
   ctx: CallContext;
   done: () => void;
 } {
@@ -150,7 +204,7 @@ function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerW
     else timer = setTimeout(fire, ms);
   }
   return {
-    ctx: { signal: ac.signal, deadline, metadata: call.metadata, peer: call.getPeer() },
+    ctx: { signal: ac.signal, deadline, metadata: call.metadata, peer: call.getPeer(), traceContext },
     done: () => {
       if (timer) clearTimeout(timer);
       call.off("cancelled", onCancel);
@@ -166,24 +220,36 @@ export function addService<T extends Methods>(server: grpc.Server, service: GenS
     if (typeof fn !== "function") throw new Error(`no handler for ${service.typeName}.${m.name}`);
     if (m.methodKind === "unary") {
       handlers[m.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-        const { ctx, done } = callContext(call);
-        (fn as (r: unknown, c: CallContext) => Promise<unknown>)(call.request, ctx).then(
-          (res) => {
-            done();
-            cb(null, res);
-          },
-          (err: unknown) => {
-            done();
-            cb(toStatus(err));
-          },
-        );
+        const { span, ctx: tctx } = startServerSpan(service, m, call.metadata);
+        const { ctx, done } = callContext(call, tctx);
+        context
+          .with(tctx, () => (fn as (r: unknown, c: CallContext) => Promise<unknown>)(call.request, ctx))
+          .then(
+            (res) => {
+              done();
+              endSpan(span);
+              cb(null, res);
+            },
+            (err: unknown) => {
+              done();
+              endSpan(span, err);
+              cb(toStatus(err));
+            },
+          );
       }) as grpc.handleUnaryCall<unknown, unknown>;
     } else if (m.methodKind === "server_streaming") {
       handlers[m.localName] = ((call: grpc.ServerWritableStream<unknown, unknown>) => {
-        const { ctx, done } = callContext(call);
-        void pump(call, (fn as (r: unknown, c: CallContext) => AsyncIterable<unknown>)(call.request, ctx), ctx).finally(
-          done,
-        );
+        const { span, ctx: tctx } = startServerSpan(service, m, call.metadata);
+        const { ctx, done } = callContext(call, tctx);
+        // NOTE: the generator body runs inside pump's awaits, so the span context must wrap pump, not the call.
+        void context
+          .with(tctx, () =>
+            pump(call, (fn as (r: unknown, c: CallContext) => AsyncIterable<unknown>)(call.request, ctx), ctx),
+          )
+          .then((err) => {
+            done();
+            endSpan(span, err ?? (ctx.signal.aborted ? ctx.signal.reason : undefined));
+          });
       }) as grpc.handleServerStreamingCall<unknown, unknown>;
     } else {
       throw new Error(`${m.methodKind} methods are not supported (${service.typeName}.${m.name})`);
@@ -192,7 +258,12 @@ export function addService<T extends Methods>(server: grpc.Server, service: GenS
   server.addService(serviceDefinition(service), handlers);
 }
 
-async function pump(call: grpc.ServerWritableStream<unknown, unknown>, it: AsyncIterable<unknown>, ctx: CallContext) {
+/** Writes the handler's messages with backpressure; resolves the error that ended the call, if any. */
+async function pump(
+  call: grpc.ServerWritableStream<unknown, unknown>,
+  it: AsyncIterable<unknown>,
+  ctx: CallContext,
+): Promise<unknown> {
   try {
     for await (const msg of it) {
       if (ctx.signal.aborted) break;
@@ -210,16 +281,19 @@ async function pump(call: grpc.ServerWritableStream<unknown, unknown>, it: Async
       }
     }
     if (!ctx.signal.aborted) call.end();
+    return undefined;
   } catch (err) {
     // grpc-js ends a server stream with a non-OK status when the call emits an error carrying a code.
     if (!call.cancelled) call.emit("error", toStatus(err));
+    return err;
   }
 }
 
-function toMetadata(m: CallOptions["metadata"]): grpc.Metadata {
-  if (m instanceof grpc.Metadata) return m;
-  const md = new grpc.Metadata();
-  for (const [k, v] of Object.entries(m ?? {})) md.set(k, v);
+/** Call metadata with the active trace context injected (W3C traceparent), so one request is one trace. */
+function toMetadata(m: CallOptions["metadata"], traceContext: Context | undefined): grpc.Metadata {
+  const md = m instanceof grpc.Metadata ? m.clone() : new grpc.Metadata();
+  if (!(m instanceof grpc.Metadata)) for (const [k, v] of Object.entries(m ?? {})) md.set(k, v);
+  propagation.inject(traceContext ?? context.active(), md, metadataSetter);
   return md;
 }
 
@@ -280,7 +354,7 @@ export function createClient<T extends Methods>(
             ser as (v: unknown) => Buffer,
             de,
             req,
-            toMetadata(opts?.metadata),
+            toMetadata(opts?.metadata, opts?.traceContext),
             toCallOptions(opts),
             (err, res) => {
               opts?.signal?.removeEventListener("abort", onAbort);
@@ -312,7 +386,7 @@ async function* streamCall(
     ser as (v: unknown) => Buffer,
     de,
     req,
-    toMetadata(opts?.metadata),
+    toMetadata(opts?.metadata, opts?.traceContext),
     toCallOptions(opts),
   );
   const onAbort = () => call.cancel();
