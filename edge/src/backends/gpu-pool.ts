@@ -1,0 +1,188 @@
+/**
+ * Routes Generate calls over several gpu-service replicas.
+ *
+ *   request ──> pick(least load among healthy, untried) ──> replica.generate()
+ *                  ^                                           │
+ *                  └── failed before its first event: retry ───┘   (failed after: the error reaches the client)
+ *
+ *   poll every interval: Info (queue depth, KV usage) + grpc.health.v1 per replica
+ *   a replica that fails (UNAVAILABLE/INTERNAL) is marked unhealthy until its health check says SERVING
+ *
+ * Load = queue_depth + kv_used/kv_capacity + requests this edge has open on the replica; the last term covers
+ * the requests started since the previous poll. Ties go round-robin.
+ */
+import { EdgeError, isBackendFailure } from "../errors";
+import type { BackendInfo, CallOpts, GenerateEvent, GenerateInput, GenerationBackend } from "./types";
+
+/** A replica as the pool sees it. */
+export interface ReplicaState {
+  readonly backend: GenerationBackend;
+  healthy: boolean;
+  /** The last Info answer, if any. */
+  info: BackendInfo | undefined;
+  /** Generate streams this edge has open on the replica. */
+  inflight: number;
+  /** Why it was last marked unhealthy. */
+  lastError: string | undefined;
+}
+
+/** Hooks for metrics and logs. */
+export interface PoolEvents {
+  onHealthChange?(address: string, healthy: boolean, reason: string): void;
+  onRetry?(address: string, err: EdgeError): void;
+}
+
+/** Least-load routing with retry-before-first-token and health tracking. */
+export class GpuPool {
+  readonly replicas: ReplicaState[];
+  private rr = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private polling: Promise<void> | undefined;
+
+  constructor(
+    backends: GenerationBackend[],
+    /** Hooks, settable after construction (the app wires its metrics and logger here). */
+    public events: PoolEvents = {},
+  ) {
+    if (backends.length === 0) throw new Error("GpuPool needs at least one gpu-service backend");
+    // Optimistic start: a replica is tried until a call or a poll shows it is down.
+    this.replicas = backends.map((backend) => ({
+      backend,
+      healthy: true,
+      info: undefined,
+      inflight: 0,
+      lastError: undefined,
+    }));
+  }
+
+  /** Starts polling every `intervalMs` (the timer does not keep the process alive). */
+  start(intervalMs: number): void {
+    if (this.timer) return;
+    void this.poll();
+    this.timer = setInterval(() => void this.poll(), intervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops polling. */
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Polls every replica's Info and health once (concurrent calls share one poll); resolves when done. */
+  poll(timeoutMs = 2000): Promise<void> {
+    this.polling ??= Promise.all(this.replicas.map((r) => this.pollOne(r, timeoutMs))).then(() => {
+      this.polling = undefined;
+    });
+    return this.polling;
+  }
+
+  private async pollOne(r: ReplicaState, timeoutMs: number): Promise<void> {
+    const opts: CallOpts = { deadline: new Date(Date.now() + timeoutMs) };
+    const [ok, info] = await Promise.all([
+      r.backend.healthy(opts),
+      r.backend.info(opts).catch((err: unknown) => err as Error),
+    ]);
+    if (info instanceof Error) {
+      this.setHealth(r, false, `Info failed: ${info.message}`);
+      return;
+    }
+    r.info = info;
+    this.setHealth(
+      r,
+      ok && info.ready,
+      ok ? (info.ready ? "health check SERVING" : "not ready") : "health check failed",
+    );
+  }
+
+  private setHealth(r: ReplicaState, healthy: boolean, reason: string): void {
+    if (!healthy) r.lastError = reason;
+    if (r.healthy === healthy) return;
+    r.healthy = healthy;
+    this.events.onHealthChange?.(r.backend.address, healthy, reason);
+  }
+
+  /** Marks a replica unhealthy until a poll finds it SERVING again. */
+  markUnhealthy(address: string, reason: string): void {
+    const r = this.replicas.find((x) => x.backend.address === address);
+    if (r) this.setHealth(r, false, reason);
+  }
+
+  /** True when at least one replica is healthy. */
+  anyHealthy(): boolean {
+    return this.replicas.some((r) => r.healthy);
+  }
+
+  /** The most recent Info of a healthy replica (model name, context length), if any has answered. */
+  modelInfo(): BackendInfo | undefined {
+    return (this.replicas.find((r) => r.healthy && r.info) ?? this.replicas.find((r) => r.info))?.info;
+  }
+
+  /** The load score used for routing (lower is better). */
+  static load(r: ReplicaState): number {
+    const i = r.info;
+    const kv = i && i.kvCapacityBlocks > 0 ? i.kvUsedBlocks / i.kvCapacityBlocks : 0;
+    return (i?.queueDepth ?? 0) + kv + r.inflight;
+  }
+
+  /** The healthy replica with the least load that is not in `exclude`; null when none is left. */
+  pick(exclude: ReadonlySet<ReplicaState> = new Set()): ReplicaState | null {
+    const n = this.replicas.length;
+    let best: ReplicaState | null = null;
+    let bestLoad = Number.POSITIVE_INFINITY;
+    const start = this.rr++ % n;
+    for (let k = 0; k < n; k++) {
+      const r = this.replicas[(start + k) % n] as ReplicaState;
+      if (!r.healthy || exclude.has(r)) continue;
+      const load = GpuPool.load(r);
+      if (load < bestLoad) {
+        best = r;
+        bestLoad = load;
+      }
+    }
+    return best;
+  }
+
+  /**
+   * Streams a Generate call from the least-loaded replica. When a replica fails before sending its first
+   * event (unavailable, internal error, or out of capacity) the call is retried on another one; once an event
+   * has been passed on, errors reach the caller. Failed replicas are marked unhealthy.
+   */
+  async *generate(input: GenerateInput, opts: CallOpts): AsyncGenerator<GenerateEvent> {
+    const tried = new Set<ReplicaState>();
+    let lastErr: EdgeError | undefined;
+    for (;;) {
+      const r = this.pick(tried);
+      if (!r) {
+        throw (
+          lastErr ??
+          new EdgeError("unavailable", "no healthy gpu-service backend (all replicas failed their health checks)", {
+            retryAfterS: 1,
+          })
+        );
+      }
+      tried.add(r);
+      r.inflight++;
+      let started = false;
+      try {
+        for await (const ev of r.backend.generate(input, opts)) {
+          started = true;
+          yield ev;
+        }
+        return;
+      } catch (err) {
+        const e =
+          err instanceof EdgeError
+            ? err
+            : new EdgeError("internal", `gpu-service ${r.backend.address}: ${String(err)}`);
+        if (isBackendFailure(e)) this.markUnhealthy(r.backend.address, e.message);
+        const retryable = isBackendFailure(e) || e.kind === "overloaded";
+        if (started || !retryable || opts.signal?.aborted) throw e;
+        lastErr = e;
+        this.events.onRetry?.(r.backend.address, e);
+      } finally {
+        r.inflight--;
+      }
+    }
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * Edge configuration: every setting, its environment variable and its default, parsed once at start-up.
+ * No other file reads `process.env`.
+ */
+
+/** The edge's settings. */
+export interface EdgeConfig {
+  /** `HOST` (default "0.0.0.0"): interface the HTTP server binds. */
+  host: string;
+  /** `PORT` (default 8080): HTTP port. */
+  port: number;
+  /** `PREPROCESS_URL` (default "127.0.0.1:50061"): host:port of the preprocess gRPC service. */
+  preprocessUrl: string;
+  /** `GPU_SERVICE_URLS` (default "127.0.0.1:50062"): comma-separated host:port list of gpu-service replicas. */
+  gpuServiceUrls: string[];
+  /** `API_KEYS` (default empty = open API): comma-separated accepted bearer keys. */
+  apiKeys: string[];
+  /** `RATE_LIMIT_RPM` (default 0 = off): requests per minute per API key (or per client when the API is open). */
+  rateLimitRpm: number;
+  /** `RATE_LIMIT_TPM` (default 0 = off): prompt + completion tokens per minute per API key. */
+  rateLimitTpm: number;
+  /** `MAX_CONCURRENT_REQUESTS` (default 256): chat requests in flight at once; more are answered 429. */
+  maxConcurrentRequests: number;
+  /** `CORS_ORIGINS` (default empty = no CORS headers): comma-separated allowed origins, or "*". */
+  corsOrigins: string[];
+  /** `MAX_BODY_BYTES` (default 67108864 = 64 MiB): largest request body; base64 media counts. */
+  maxBodyBytes: number;
+  /** `MAX_IMAGES_PER_REQUEST` (default 16): image parts over all messages of one request. */
+  maxImagesPerRequest: number;
+  /** `MAX_VIDEOS_PER_REQUEST` (default 2): video parts over all messages of one request. */
+  maxVideosPerRequest: number;
+  /** `MAX_N` (default 8): largest `n` (and beam width) accepted. */
+  maxN: number;
+  /** `REQUEST_TIMEOUT_MS` (default 600000): deadline of the backend calls of one request; past it, 504. */
+  requestTimeoutMs: number;
+  /** `GPU_POLL_INTERVAL_MS` (default 1000): how often each gpu-service's Info and health are polled. */
+  gpuPollIntervalMs: number;
+  /** `SERVED_MODEL_NAME` (default empty = the name the gpu-service reports): the model id clients use. */
+  servedModelName: string;
+  /** `GRPC_MAX_MESSAGE_BYTES` (default 268435456 = 256 MiB): largest gRPC message sent or received. */
+  grpcMaxMessageBytes: number;
+  /** `SHUTDOWN_GRACE_MS` (default 10000): on SIGTERM, how long in-flight requests may finish before being cancelled. */
+  shutdownGraceMs: number;
+  /** `LOG_LEVEL` (default "info"): pino log level. */
+  logLevel: string;
+}
+
+function int(env: NodeJS.ProcessEnv, name: string, def: number, min: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return def;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) throw new Error(`${name} must be an integer >= ${min}, got "${raw}"`);
+  return v;
+}
+
+function list(env: NodeJS.ProcessEnv, name: string, def: string): string[] {
+  return (env[name] ?? def)
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+/** Parses the edge's settings from `env` (normally `process.env`); throws naming the bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): EdgeConfig {
+  const gpuServiceUrls = list(env, "GPU_SERVICE_URLS", "127.0.0.1:50062");
+  if (gpuServiceUrls.length === 0) throw new Error("GPU_SERVICE_URLS must name at least one host:port");
+  return {
+    host: env.HOST ?? "0.0.0.0",
+    port: int(env, "PORT", 8080, 0),
+    preprocessUrl: env.PREPROCESS_URL ?? "127.0.0.1:50061",
+    gpuServiceUrls,
+    apiKeys: list(env, "API_KEYS", ""),
+    rateLimitRpm: int(env, "RATE_LIMIT_RPM", 0, 0),
+    rateLimitTpm: int(env, "RATE_LIMIT_TPM", 0, 0),
+    maxConcurrentRequests: int(env, "MAX_CONCURRENT_REQUESTS", 256, 1),
+    corsOrigins: list(env, "CORS_ORIGINS", ""),
+    maxBodyBytes: int(env, "MAX_BODY_BYTES", 64 * 1024 * 1024, 1024),
+    maxImagesPerRequest: int(env, "MAX_IMAGES_PER_REQUEST", 16, 0),
+    maxVideosPerRequest: int(env, "MAX_VIDEOS_PER_REQUEST", 2, 0),
+    maxN: int(env, "MAX_N", 8, 1),
+    requestTimeoutMs: int(env, "REQUEST_TIMEOUT_MS", 600_000, 1),
+    gpuPollIntervalMs: int(env, "GPU_POLL_INTERVAL_MS", 1000, 10),
+    servedModelName: env.SERVED_MODEL_NAME ?? "",
+    grpcMaxMessageBytes: int(env, "GRPC_MAX_MESSAGE_BYTES", 256 * 1024 * 1024, 4 * 1024 * 1024),
+    shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0),
+    logLevel: env.LOG_LEVEL ?? "info",
+  };
+}

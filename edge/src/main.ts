@@ -1,0 +1,83 @@
+/**
+ * Starts the edge: gRPC clients for preprocess and every gpu-service replica, the polling GpuPool, and the
+ * Hono app on @hono/node-server. On SIGTERM/SIGINT it stops accepting connections, lets in-flight requests
+ * finish for SHUTDOWN_GRACE_MS, cancels the rest (which cancels their gRPC calls), and exits 0.
+ */
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { serve } from "@hono/node-server";
+import pino from "pino";
+import { createApp } from "./app";
+import { GrpcGenerationBackend } from "./backends/generation-client";
+import { GpuPool } from "./backends/gpu-pool";
+import { GrpcPreprocessBackend } from "./backends/preprocess-client";
+import { loadConfig } from "./config";
+import { EdgeMetrics } from "./metrics";
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = pino({ level: config.logLevel, base: { service: "edge" } });
+  const preprocess = new GrpcPreprocessBackend(config.preprocessUrl, config.grpcMaxMessageBytes);
+  const gpus = config.gpuServiceUrls.map((u) => new GrpcGenerationBackend(u, config.grpcMaxMessageBytes));
+  const pool = new GpuPool(gpus);
+  const shutdown = new AbortController();
+  const app = createApp({
+    config,
+    preprocess,
+    pool,
+    metrics: new EdgeMetrics({ processMetrics: true }),
+    logger,
+    shutdownSignal: shutdown.signal,
+  });
+  pool.start(config.gpuPollIntervalMs);
+  if (config.apiKeys.length === 0) {
+    logger.warn("API_KEYS is not set: the API is open to anyone who can reach it (as vLLM without --api-key)");
+  }
+
+  // NOTE: without TLS/HTTP2 options @hono/node-server creates a plain node:http Server.
+  const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }) as Server;
+  await new Promise<void>((resolve, reject) => {
+    server.once("listening", resolve);
+    server.once("error", reject);
+  });
+  const port = (server.address() as AddressInfo).port;
+  logger.info(
+    {
+      host: config.host,
+      port,
+      preprocess: config.preprocessUrl,
+      gpu_services: config.gpuServiceUrls,
+      auth: config.apiKeys.length > 0 ? `${config.apiKeys.length} key(s)` : "open",
+    },
+    "ready",
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal, grace_ms: config.shutdownGraceMs }, "shutting down");
+    const grace = setTimeout(() => {
+      logger.warn("grace period over: cancelling in-flight requests");
+      shutdown.abort();
+      server.closeAllConnections();
+    }, config.shutdownGraceMs);
+    server.close(() => {
+      clearTimeout(grace);
+      pool.stop();
+      preprocess.close();
+      for (const g of gpus) g.close();
+      logger.info("stopped");
+      logger.flush();
+      process.exit(0);
+    });
+    server.closeIdleConnections();
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+main().catch((err: unknown) => {
+  console.error(JSON.stringify({ level: 60, service: "edge", msg: "start failed", err: String(err) }));
+  process.exit(1);
+});

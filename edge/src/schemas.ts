@@ -1,0 +1,140 @@
+/**
+ * zod schemas of the OpenAI/vLLM chat request, and the one function that turns a zod failure into a 400
+ * naming the field. Unknown fields are dropped (zod's default for objects), as vLLM ignores them.
+ */
+import { type ZodError, z } from "zod";
+import { EdgeError } from "./errors";
+
+/** Limits that come from configuration. */
+export interface SchemaLimits {
+  maxN: number;
+}
+
+const mediaUrl = z.union([z.string().min(1), z.object({ url: z.string().min(1), detail: z.string().nullish() })]);
+
+const textPart = z.object({ type: z.literal("text"), text: z.string() });
+const imagePart = z.object({ type: z.literal("image_url"), image_url: mediaUrl, uuid: z.string().nullish() });
+const videoPart = z.object({ type: z.literal("video_url"), video_url: mediaUrl, uuid: z.string().nullish() });
+
+// vLLM also accepts the short forms {"image_url": "..."} and {"video_url": "..."} without "type".
+const part = z.preprocess(
+  (v) => {
+    if (v && typeof v === "object" && !("type" in v)) {
+      if ("image_url" in v) return { ...v, type: "image_url" };
+      if ("video_url" in v) return { ...v, type: "video_url" };
+      if ("text" in v) return { ...v, type: "text" };
+    }
+    return v;
+  },
+  z.discriminatedUnion("type", [textPart, imagePart, videoPart]),
+);
+
+/** One content part (text, image_url or video_url). */
+export type ContentPartJson = z.infer<typeof part>;
+
+const message = z.object({
+  role: z.enum(["system", "developer", "user", "assistant"]),
+  content: z.union([z.string(), z.array(part)]).nullish(),
+  name: z.string().nullish(),
+});
+
+const probability = z.number().min(0).max(1);
+
+/** The body of POST /v1/chat/completions (and /render). */
+export function chatRequestSchema(limits: SchemaLimits) {
+  return z.object({
+    model: z.string().nullish(),
+    messages: z.array(message).min(1),
+    // OpenAI sampling
+    max_tokens: z.int().min(1).nullish(),
+    max_completion_tokens: z.int().min(1).nullish(),
+    temperature: z.number().min(0).max(2).nullish(),
+    top_p: z.number().gt(0).max(1).nullish(),
+    presence_penalty: z.number().min(-2).max(2).nullish(),
+    frequency_penalty: z.number().min(-2).max(2).nullish(),
+    seed: z.int().nullish(),
+    n: z.int().min(1).max(limits.maxN).nullish(),
+    stop: z.union([z.string(), z.array(z.string()).max(16)]).nullish(),
+    logprobs: z.boolean().nullish(),
+    top_logprobs: z.int().min(0).max(20).nullish(),
+    logit_bias: z.record(z.string(), z.number()).nullish(),
+    response_format: z.object({ type: z.enum(["text", "json_object", "json_schema"]) }).nullish(),
+    tools: z.array(z.unknown()).nullish(),
+    tool_choice: z.unknown().optional(),
+    stream: z.boolean().nullish(),
+    stream_options: z
+      .object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() })
+      .nullish(),
+    user: z.string().nullish(),
+    // vLLM extras
+    top_k: z.int().min(-1).nullish(),
+    min_p: probability.nullish(),
+    repetition_penalty: z.number().gt(0).max(2).nullish(),
+    stop_token_ids: z.array(z.int().min(0)).nullish(),
+    ignore_eos: z.boolean().nullish(),
+    min_tokens: z.int().min(0).nullish(),
+    use_beam_search: z.boolean().nullish(),
+    best_of: z.int().min(1).max(limits.maxN).nullish(),
+    length_penalty: z.number().nullish(),
+    priority: z.int().nullish(),
+    add_generation_prompt: z.boolean().nullish(),
+    continue_final_message: z.boolean().nullish(),
+    mm_processor_kwargs: z
+      .object({
+        max_slice_nums: z.int().min(1).max(64).nullish(),
+        use_image_id: z.boolean().nullish(),
+        fps: z.number().gt(0).max(60).nullish(),
+        max_frames: z.int().min(1).max(1024).nullish(),
+        video_max_slice_nums: z.int().min(1).max(64).nullish(),
+      })
+      .nullish(),
+    media_io_kwargs: z
+      .object({
+        video: z
+          .object({ fps: z.number().gt(0).max(60).nullish(), num_frames: z.int().min(1).max(1024).nullish() })
+          .nullish(),
+      })
+      .nullish(),
+  });
+}
+
+/** A validated chat request. */
+export type ChatRequest = z.infer<ReturnType<typeof chatRequestSchema>>;
+
+/** Renders a zod path as the OpenAI-style param: messages[0].content[1].image_url.url */
+export function paramOf(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const p of path) out += typeof p === "number" ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+type Issue = ZodError["issues"][number];
+
+function deepest(issue: Issue, base: readonly PropertyKey[]): { path: PropertyKey[]; issue: Issue } {
+  const path = [...base, ...issue.path];
+  if (issue.code !== "invalid_union" || issue.errors.length === 0) return { path, issue };
+  // A union failed: report the branch that got furthest into the value (e.g. the array form of `content`).
+  const branches = issue.errors.map((errs) => errs.map((i) => deepest(i, path)));
+  const depth = (b: { path: PropertyKey[] }[]) => Math.max(...b.map((x) => x.path.length));
+  const best = branches.reduce((a, b) => (depth(b) > depth(a) ? b : a));
+  if (depth(best) === path.length) {
+    // Every branch failed on the value itself, so the type is wrong: list what would have been accepted.
+    const expected = issue.errors.flatMap((errs) =>
+      errs.flatMap((i) => (i.code === "invalid_type" ? [String(i.expected)] : [])),
+    );
+    if (expected.length === issue.errors.length) {
+      return { path, issue: { ...issue, message: `Invalid input: expected ${expected.join(" or ")}` } };
+    }
+  }
+  return best.reduce((a, b) => (b.path.length > a.path.length ? b : a));
+}
+
+/** Turns a zod failure into a 400 EdgeError naming the first bad field and the limit it broke. */
+export function validationError(err: ZodError): EdgeError {
+  const first = err.issues[0];
+  if (!first) return new EdgeError("invalid_request", "invalid request", { reason: "validation" });
+  const { path, issue } = deepest(first, []);
+  const param = paramOf(path);
+  const message = param ? `${param}: ${issue.message}` : issue.message;
+  return new EdgeError("invalid_request", message, { param: param || "body", reason: "validation" });
+}
