@@ -1,0 +1,89 @@
+/**
+ * Encoded image bytes -> RGB u8, as the reference's `Image.open(...).convert("RGB")` (MINICPMV26.md §3.1):
+ * alpha dropped (not composited), no EXIF rotation, no ICC transform, first frame of animations.
+ *
+ * The header is read first, so that decompression bombs are refused before any pixel is decoded.
+ */
+
+import sharp from "sharp";
+import { exhausted, invalid, PreprocessError } from "../errors";
+import type { RgbImage } from "./rgb-image";
+
+/** Size limits for one image. */
+export interface ImageLimits {
+  /** Largest encoded input in bytes. */
+  readonly maxBytes: number;
+  /** Largest decoded image in pixels (width * height). */
+  readonly maxPixels: number;
+  /** Largest width or height in pixels. */
+  readonly maxDimension: number;
+}
+
+/** Formats accepted (sharp's names); HEIF is accepted only with AV1 compression (AVIF). */
+const FORMATS = new Set(["jpeg", "png", "webp", "gif", "heif", "tiff"]);
+
+/** The decoded image and the format it came in. */
+export interface DecodedImage extends RgbImage {
+  readonly format: string;
+}
+
+/** Decodes one image; `field` names it in errors (e.g. "messages[0].parts[1].image"). */
+export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, field = "image"): Promise<DecodedImage> {
+  if (bytes.length === 0) throw invalid(`${field}: empty image data`);
+  if (bytes.length > limits.maxBytes) {
+    throw exhausted(`${field}: ${bytes.length} encoded bytes is over the limit of ${limits.maxBytes}`);
+  }
+  const input = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let meta: sharp.Metadata;
+  try {
+    // Header only; the pixel limit is ours (below), not sharp's default.
+    meta = await sharp(input, { limitInputPixels: false }).metadata();
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (/unsupported image format/i.test(msg)) {
+      throw invalid(`${field}: unsupported or unrecognised image format (accepted: JPEG, PNG, WebP, GIF, AVIF, TIFF)`);
+    }
+    throw invalid(`${field}: corrupt image (${msg})`);
+  }
+  const format = meta.format;
+  if (!FORMATS.has(format) || (format === "heif" && meta.compression !== "av1")) {
+    const name = format === "heif" ? `heif/${meta.compression ?? "unknown"}` : format;
+    throw invalid(`${field}: image format ${name} is not supported (accepted: JPEG, PNG, WebP, GIF, AVIF, TIFF)`);
+  }
+  const width = meta.width;
+  const height = meta.pageHeight ?? meta.height;
+  if (!width || !height) throw invalid(`${field}: corrupt image (no dimensions in the header)`);
+  if (width > limits.maxDimension || height > limits.maxDimension) {
+    throw exhausted(`${field}: ${width}x${height} is over the limit of ${limits.maxDimension} px per side`);
+  }
+  if (width * height > limits.maxPixels) {
+    throw exhausted(`${field}: ${width}x${height} = ${width * height} pixels is over the limit of ${limits.maxPixels}`);
+  }
+  let data: Buffer;
+  let info: sharp.OutputInfo;
+  try {
+    ({ data, info } = await sharp(input, {
+      // Second line of defence against a header that lies about the size.
+      limitInputPixels: limits.maxPixels,
+      failOn: "truncated",
+      ignoreIcc: true,
+      pages: 1,
+      page: 0,
+    })
+      .removeAlpha()
+      .toColourspace("srgb")
+      .raw({ depth: "uchar" })
+      .toBuffer({ resolveWithObject: true }));
+  } catch (err) {
+    throw invalid(`${field}: corrupt image (${(err as Error).message})`);
+  }
+  if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
+    throw new PreprocessError("internal", `${field}: decoder returned ${info.channels} channels for ${format}`);
+  }
+  return {
+    width: info.width,
+    height: info.height,
+    data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    format,
+  };
+}

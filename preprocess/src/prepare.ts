@@ -1,0 +1,300 @@
+/**
+ * The library entry: a chat request with media -> token ids, slices and token counts.
+ *
+ *   request ─validate─► media parts ─fetch (URL)─► bytes ─┬─ image ──────────────► pool: decode+slice+hash
+ *                                                        └─ video ─ffmpeg frames─► pool: slice+hash (per frame)
+ *           ─► prompt (template, placeholders, ids, slice offsets, counts) ─► context limit ─► PreparedPrompt
+ *
+ * Media run concurrently; the first failure aborts the rest (ffmpeg killed, queued pool tasks dropped).
+ */
+
+import { abortError, exhausted, invalid, throwIfAborted } from "./errors";
+import type { MediaFetcher } from "./fetch-media";
+import type { ImageLimits } from "./image/decode";
+import type { SlicedMedia } from "./media";
+import type { ModelDefaults } from "./model-defaults";
+import type { MediaRunner } from "./pool";
+import { buildPrompt, type PromptPart, type PromptTurn } from "./prompt";
+import type { Tokenizer } from "./tokenizer";
+import type {
+  ChatTurn,
+  MediaSource,
+  Modality,
+  PreparedMedia,
+  PreparedPrompt,
+  PrepareOptions,
+  PrepareRequest,
+  VideoSource,
+} from "./types";
+import { decodeVideo } from "./video/decode-video";
+import { uniformSubset } from "./video/sample";
+
+/** Service-wide limits (config.ts documents each with its env var). */
+export interface PrepareLimits {
+  readonly image: ImageLimits;
+  /** Still images per request. */
+  readonly maxImagesPerRequest: number;
+  /** Videos per request. */
+  readonly maxVideosPerRequest: number;
+  /** Largest `max_slice_nums` a request may ask for. */
+  readonly maxSliceNumsLimit: number;
+  readonly maxVideoBytes: number;
+  readonly maxVideoDurationSec: number;
+  /** Largest `video_max_frames` a request may ask for. */
+  readonly maxVideoFrames: number;
+  /** Largest `video_fps` a request may ask for. */
+  readonly maxVideoFps: number;
+  /** Kills ffmpeg after this long (per pass). */
+  readonly videoTimeoutMs: number;
+  /** Prompt token limit (never above the model's context length). */
+  readonly maxPromptTokens: number;
+}
+
+/** Video defaults of the reference example (§7). */
+export const VIDEO_DEFAULTS = { fps: 1, maxFrames: 64, maxSliceNums: 2, useImageId: false } as const;
+
+/** What `prepare` needs. */
+export interface PrepareDeps {
+  readonly tokenizer: Tokenizer;
+  readonly media: MediaRunner;
+  readonly limits: PrepareLimits;
+  readonly defaults: ModelDefaults;
+  /** The ffmpeg binary (throws "ffmpeg not found" when there is none). */
+  readonly ffmpegPath: () => string;
+  /** Fetches ImageInput.url / VideoInput.url; without it URLs are refused. */
+  readonly fetchMedia?: MediaFetcher | undefined;
+}
+
+interface Resolved {
+  maxSliceNums: number;
+  useImageId: boolean;
+  videoFps: number;
+  videoMaxFrames: number;
+  videoMaxSliceNums: number;
+  maxPromptTokens: number;
+}
+
+function resolveOptions(o: PrepareOptions | undefined, deps: PrepareDeps): Resolved {
+  const { limits, defaults } = deps;
+  const int = (v: number | undefined, d: number, lo: number, hi: number, name: string) => {
+    if (v === undefined) return d;
+    if (!Number.isInteger(v) || v < lo || v > hi)
+      throw invalid(`options.${name} must be an integer in [${lo}, ${hi}], got ${v}`);
+    return v;
+  };
+  const serviceLimit =
+    limits.maxPromptTokens > 0 ? Math.min(limits.maxPromptTokens, defaults.contextLength) : defaults.contextLength;
+  const fps = o?.videoFps ?? VIDEO_DEFAULTS.fps;
+  if (!(fps > 0) || fps > limits.maxVideoFps) {
+    throw invalid(`options.video_fps must be in (0, ${limits.maxVideoFps}], got ${fps}`);
+  }
+  return {
+    maxSliceNums: int(o?.maxSliceNums, defaults.maxSliceNums, 1, limits.maxSliceNumsLimit, "max_slice_nums"),
+    useImageId: o?.useImageId ?? defaults.useImageId,
+    videoFps: fps,
+    videoMaxFrames: int(
+      o?.videoMaxFrames,
+      Math.min(VIDEO_DEFAULTS.maxFrames, limits.maxVideoFrames),
+      1,
+      limits.maxVideoFrames,
+      "video_max_frames",
+    ),
+    videoMaxSliceNums: int(
+      o?.videoMaxSliceNums,
+      Math.min(VIDEO_DEFAULTS.maxSliceNums, limits.maxSliceNumsLimit),
+      1,
+      limits.maxSliceNumsLimit,
+      "video_max_slice_nums",
+    ),
+    maxPromptTokens: o?.maxPromptTokens ? Math.min(o.maxPromptTokens, serviceLimit) : serviceLimit,
+  };
+}
+
+function validateMessages(messages: readonly ChatTurn[], limits: PrepareLimits): void {
+  if (messages.length === 0) throw invalid("messages must not be empty");
+  let images = 0;
+  let videos = 0;
+  messages.forEach((m, i) => {
+    if (m.role !== "system" && m.role !== "user" && m.role !== "assistant") {
+      throw invalid(`messages[${i}].role must be system, user or assistant`);
+    }
+    if (m.role === "system" && i !== 0) throw invalid(`messages[${i}]: a system message may only come first`);
+    m.parts.forEach((p, j) => {
+      if (p.type === "image") images++;
+      else if (p.type === "video") videos++;
+      else if (typeof p.text !== "string") throw invalid(`messages[${i}].parts[${j}].text must be a string`);
+      if (m.role === "system" && p.type !== "text") throw invalid(`messages[${i}]: a system message holds text only`);
+    });
+  });
+  const first = messages[0]?.role === "system" ? messages[1] : messages[0];
+  if (!first) throw invalid("messages must hold at least one user message");
+  if (first.role !== "user") throw invalid(`the first non-system message must be from the user, got ${first.role}`);
+  if (images > limits.maxImagesPerRequest) {
+    throw exhausted(`the request has ${images} images, over the limit of ${limits.maxImagesPerRequest}`);
+  }
+  if (videos > limits.maxVideosPerRequest) {
+    throw exhausted(`the request has ${videos} videos, over the limit of ${limits.maxVideosPerRequest}`);
+  }
+}
+
+type Item = { modality: Modality; sliced: SlicedMedia; useImageId: boolean };
+
+/** Runs one preprocessing request. `signal` cancels it (ffmpeg and queued work included). */
+export async function prepare(req: PrepareRequest, deps: PrepareDeps, signal?: AbortSignal): Promise<PreparedPrompt> {
+  throwIfAborted(signal);
+  validateMessages(req.messages, deps.limits);
+  const opts = resolveOptions(req.options, deps);
+
+  // One controller for the whole request: the caller's cancel, or our own first failure, stops everything.
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(signal?.reason);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  const jobs: Promise<Item[]>[] = [];
+  const shape: ({ text: string } | { job: number })[][] = req.messages.map((m, i) =>
+    m.parts.map((p, j) => {
+      if (p.type === "text") return { text: p.text };
+      const field = `messages[${i}].parts[${j}].${p.type}`;
+      const job =
+        p.type === "image"
+          ? imageJob(p.source, field, opts, deps, ac.signal)
+          : videoJob(p.source, field, opts, deps, ac.signal);
+      job.catch((err: unknown) => ac.abort(err));
+      jobs.push(job);
+      return { job: jobs.length - 1 };
+    }),
+  );
+  let items: Item[][];
+  try {
+    items = await Promise.all(jobs);
+  } catch (err) {
+    throw signal?.aborted ? abortError(signal) : err;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+  throwIfAborted(signal);
+
+  const turns: PromptTurn[] = req.messages.map((m, i) => ({
+    role: m.role,
+    parts: (shape[i] ?? []).flatMap((s): PromptPart[] =>
+      "text" in s
+        ? [{ text: s.text }]
+        : (items[s.job] ?? []).map((it) => ({
+            media: {
+              modality: it.modality,
+              grid: it.sliced.gridPlaceholder,
+              sliceCount: it.sliced.slices.length,
+              useImageId: it.useImageId,
+            },
+          })),
+    ),
+  }));
+  const built = buildPrompt(deps.tokenizer, turns, req.addGenerationPrompt);
+  const total = built.tokenCounts.total;
+  if (total > opts.maxPromptTokens) {
+    throw invalid(
+      `prompt has ${total} tokens, over the limit of ${opts.maxPromptTokens} by ${total - opts.maxPromptTokens}`,
+    );
+  }
+  const flat = items.flat();
+  const media: PreparedMedia[] = flat.map((it, k) => ({
+    modality: it.modality,
+    contentHash: it.sliced.contentHash,
+    sourceWidth: it.sliced.sourceWidth,
+    sourceHeight: it.sliced.sourceHeight,
+    grid: it.sliced.gridSlicing,
+    slices: it.sliced.slices.map((s, n) => ({
+      width: s.width,
+      height: s.height,
+      rgb: s.data,
+      tokenOffset: (built.sliceOffsets[k] as number[])[n] as number,
+    })),
+  }));
+  return { tokenIds: built.tokenIds, media, tokenCounts: built.tokenCounts, promptText: built.text };
+}
+
+async function sourceBytes(
+  source: MediaSource,
+  field: string,
+  maxBytes: number,
+  deps: PrepareDeps,
+  signal: AbortSignal,
+): Promise<Uint8Array> {
+  if ("data" in source) return source.data;
+  if (!deps.fetchMedia) throw invalid(`${field}.url: this service does not fetch URLs`);
+  return await deps.fetchMedia(source.url, `${field}.url`, maxBytes, signal);
+}
+
+async function imageJob(
+  source: MediaSource,
+  field: string,
+  opts: Resolved,
+  deps: PrepareDeps,
+  signal: AbortSignal,
+): Promise<Item[]> {
+  const bytes = await sourceBytes(source, field, deps.limits.image.maxBytes, deps, signal);
+  const sliced = await deps.media.run(
+    { kind: "encoded", bytes, maxSliceNums: opts.maxSliceNums, limits: deps.limits.image, field },
+    signal,
+  );
+  return [{ modality: "image", sliced, useImageId: opts.useImageId }];
+}
+
+async function videoJob(
+  source: VideoSource,
+  field: string,
+  opts: Resolved,
+  deps: PrepareDeps,
+  signal: AbortSignal,
+): Promise<Item[]> {
+  const { limits } = deps;
+  const frameItem = (sliced: SlicedMedia): Item => ({
+    modality: "video",
+    sliced,
+    useImageId: VIDEO_DEFAULTS.useImageId,
+  });
+  if ("frames" in source) {
+    if (source.frames.length === 0) throw invalid(`${field}.frames must not be empty`);
+    const bytes = source.frames.reduce((n, f) => n + f.length, 0);
+    if (bytes > limits.maxVideoBytes) {
+      throw exhausted(`${field}.frames: ${bytes} bytes is over the limit of ${limits.maxVideoBytes}`);
+    }
+    const keep = uniformSubset(source.frames.length, opts.videoMaxFrames);
+    const out = await Promise.all(
+      keep.map((k) =>
+        deps.media.run(
+          {
+            kind: "encoded",
+            bytes: source.frames[k] as Uint8Array,
+            maxSliceNums: opts.videoMaxSliceNums,
+            limits: limits.image,
+            field: `${field}.frames[${k}]`,
+          },
+          signal,
+        ),
+      ),
+    );
+    return out.map(frameItem);
+  }
+  const bytes = await sourceBytes(source, field, limits.maxVideoBytes, deps, signal);
+  const ffmpegPath = deps.ffmpegPath();
+  const tasks: Promise<SlicedMedia>[] = [];
+  for await (const frame of decodeVideo(bytes, {
+    ffmpegPath,
+    fps: opts.videoFps,
+    maxFrames: opts.videoMaxFrames,
+    maxBytes: limits.maxVideoBytes,
+    maxDurationSec: limits.maxVideoDurationSec,
+    maxFramePixels: limits.image.maxPixels,
+    timeoutMs: limits.videoTimeoutMs,
+    signal,
+    field,
+  })) {
+    const t = deps.media.run(
+      { kind: "rgb", image: frame, maxSliceNums: opts.videoMaxSliceNums, field: `${field} frame ${frame.index}` },
+      signal,
+    );
+    t.catch(() => {}); // observed by Promise.all below; avoids an unhandled rejection meanwhile
+    tasks.push(t);
+  }
+  return (await Promise.all(tasks)).map(frameItem);
+}
