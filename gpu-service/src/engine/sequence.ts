@@ -1,0 +1,95 @@
+/**
+ * Per-request and per-sequence engine state. A request starts with one sequence (its prompt); n > 1 forks
+ * it into n sequences when the prompt's logits exist, and beam search keeps one sequence per live beam.
+ */
+
+import type { BeamSearch } from "./beam-search";
+import type { MediaSpan } from "./kv-cache-manager";
+import type { OutputText } from "./output-text";
+import type { Rng } from "./sampler";
+import type { SchedGroup, SchedSeq } from "./scheduler";
+import type { EngineEvent, EngineRequest, MediaInput, SamplingParams } from "./types";
+
+/** One sequence: the prompt plus one completion (or one beam). */
+export class Seq implements SchedSeq {
+  blockTable: number[] = [];
+  blockHashes: string[] = [];
+  numComputed = 0;
+  numCachedBlocks = 0;
+  /** Beam search: sum of processed log-probs of the generated tokens. */
+  beamScore = 0;
+  /** Beam search: logits waiting for the sibling beams to catch up. */
+  pendingLogits: Float32Array | null = null;
+
+  constructor(
+    readonly seqId: number,
+    /** Completion index (0..n-1); beams use 0. */
+    readonly index: number,
+    readonly tokens: number[],
+    readonly promptLen: number,
+    readonly mediaSpans: readonly MediaSpan[],
+    readonly rng: Rng,
+    readonly text: OutputText | null,
+  ) {}
+
+  /** Tokens generated so far. */
+  get numGenerated(): number {
+    return this.tokens.length - this.promptLen;
+  }
+
+  /** The generated tokens. */
+  generated(): number[] {
+    return this.tokens.slice(this.promptLen);
+  }
+}
+
+/** Engine-side state of one request. */
+export class RequestState implements SchedGroup<Seq> {
+  seqs: Seq[] = [];
+  preemptions = 0;
+  /** Whether n > 1 has forked the prompt sequence already. */
+  forked = false;
+  /** Beam search state when beam_width > 1. */
+  beam: BeamSearch | null = null;
+  /** Vision embeddings this request still needs, by content hash. */
+  readonly embeds = new Map<string, Float32Array[]>();
+  /** Last placeholder position + 1 (0 without media); set by the engine. */
+  mediaEnd = 0;
+  cachedPromptTokens = 0;
+  completionTokens = 0;
+  choicesEnded = 0;
+  readonly arrivedAt: number;
+  firstScheduledAt: number | undefined;
+  firstTokenAt: number | undefined;
+  lastTokenAt: number | undefined;
+  visionMs = 0;
+
+  constructor(
+    readonly req: EngineRequest,
+    readonly arrival: number,
+    readonly emit: (ev: EngineEvent) => void,
+    now: number,
+  ) {
+    this.arrivedAt = now;
+  }
+
+  get id(): string {
+    return this.req.id;
+  }
+
+  get priority(): number {
+    return this.req.priority;
+  }
+
+  get params(): SamplingParams {
+    return this.req.params;
+  }
+
+  get media(): MediaInput[] {
+    return this.req.prompt.media;
+  }
+
+  get promptLen(): number {
+    return this.req.prompt.tokenIds.length;
+  }
+}

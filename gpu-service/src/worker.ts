@@ -1,0 +1,217 @@
+/**
+ * The engine in a worker thread. onnxruntime-node's run occupies its thread for the length of a step, so
+ * the model and the engine loop live here and the gRPC server (main thread) stays responsive.
+ *
+ *   main thread                                  worker thread
+ *   WorkerEngine.generate ── {add, req} ───────> Engine.add ─ step loop ─ model (ONNX Runtime)
+ *        ▲                 ── {abort, id} ─────> Engine.abort
+ *        └── EventStream <─ {event, id, ev} ──── emit
+ *   WorkerEngine.stats    ── {stats, n} ───────> Engine.stats ─ {stats, n, stats}
+ *
+ * Slice pixels travel as transferred ArrayBuffers (copied once out of the gRPC message first: a view's
+ * buffer may be the whole received message, which must not be detached).
+ */
+
+import { createRequire } from "node:module";
+import { pathToFileURL } from "node:url";
+import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
+import { loadTokenizer } from "@minicpmv/preprocess/tokenizer";
+import type { EngineConfig } from "./engine/engine";
+import { type EngineHandle, EventStream, LocalEngine } from "./engine/engine-handle";
+import type { EngineEvent, EngineModelInfo, EngineRequest, EngineStats } from "./engine/types";
+import { createModelRunner, type ModelOptions } from "./model";
+
+/** What the worker needs to start. */
+export interface WorkerOptions {
+  model: ModelOptions;
+  engine: EngineConfig;
+}
+
+type ToWorker =
+  | { type: "add"; req: EngineRequest }
+  | { type: "abort"; id: string }
+  | { type: "stats"; n: number }
+  | { type: "close" };
+
+type FromWorker =
+  | { type: "ready"; info: EngineModelInfo }
+  | { type: "start_failed"; message: string }
+  | { type: "event"; id: string; ev: EngineEvent }
+  | { type: "stats"; n: number; stats: EngineStats }
+  | { type: "fatal"; message: string }
+  | { type: "closed" };
+
+const MARK = "minicpmv-engine-worker";
+
+/**
+ * Worker source that registers tsx and then imports `entry`.
+ * NOTE: `execArgv: ["--import", "tsx"]` does not register tsx's loader inside worker threads on Node
+ * 20.20 ("Unknown file extension .ts"), so the worker registers it itself through tsx's ESM API.
+ */
+function bootstrap(entry: string): string {
+  const api = createRequire(import.meta.url)
+    .resolve("tsx/esm/api")
+    .replace(/\.cjs$/, ".mjs");
+  return `import(${JSON.stringify(pathToFileURL(api).href)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
+}
+
+/** The engine running in a worker thread, seen from the main thread. */
+export class WorkerEngine implements EngineHandle {
+  onFatal: ((err: Error) => void) | undefined;
+  private readonly streams = new Map<string, EventStream>();
+  private readonly statsWaiters = new Map<number, (s: EngineStats) => void>();
+  private statsN = 0;
+  private closed: Promise<void> | undefined;
+  private dead = false;
+
+  private constructor(
+    private readonly worker: Worker,
+    readonly info: EngineModelInfo,
+  ) {
+    worker.on("message", (m: FromWorker) => this.onMessage(m));
+    worker.on("error", (err) => this.fatal(err));
+    worker.on("exit", (code) => {
+      if (!this.closed) this.fatal(new Error(`the engine worker exited with code ${code}`));
+    });
+  }
+
+  /** Starts the worker, loads the model and resolves when the engine is ready. */
+  static async start(opts: WorkerOptions): Promise<WorkerEngine> {
+    const worker = new Worker(bootstrap(import.meta.url), { eval: true, workerData: { [MARK]: true, opts } });
+    const info = await new Promise<EngineModelInfo>((resolve, reject) => {
+      const onMsg = (m: FromWorker) => {
+        if (m.type === "ready") resolve(m.info);
+        else if (m.type === "start_failed") reject(new Error(m.message));
+        else return;
+        worker.off("message", onMsg);
+        worker.off("error", reject);
+      };
+      worker.on("message", onMsg);
+      worker.once("error", reject);
+    }).catch(async (err) => {
+      await worker.terminate();
+      throw err;
+    });
+    return new WorkerEngine(worker, info);
+  }
+
+  generate(req: EngineRequest, signal?: AbortSignal): AsyncIterable<EngineEvent> {
+    const stream = new EventStream();
+    if (this.dead || this.closed) {
+      stream.push({ type: "error", kind: "unavailable", message: "the engine is not running" });
+      return stream;
+    }
+    if (signal?.aborted) {
+      stream.push({ type: "error", kind: "unavailable", message: "cancelled before it started" });
+      return stream;
+    }
+    // Fresh, tightly sized pixel buffers that can be transferred.
+    const transfer: ArrayBuffer[] = [];
+    const media = req.prompt.media.map((m) => ({
+      ...m,
+      slices: m.slices.map((s) => {
+        // NOTE: not s.rgb.slice(): on a Node Buffer (what the gRPC decoder hands out) that is a view.
+        const rgb = new Uint8Array(s.rgb);
+        transfer.push(rgb.buffer as ArrayBuffer);
+        return { ...s, rgb };
+      }),
+    }));
+    this.streams.set(req.id, stream);
+    this.post({ type: "add", req: { ...req, prompt: { ...req.prompt, media } } }, transfer);
+    signal?.addEventListener("abort", () => this.post({ type: "abort", id: req.id }), { once: true });
+    return stream;
+  }
+
+  stats(): Promise<EngineStats> {
+    const n = this.statsN++;
+    return new Promise((resolve, reject) => {
+      if (this.dead || this.closed) return reject(new Error("the engine is not running"));
+      this.statsWaiters.set(n, resolve);
+      this.post({ type: "stats", n });
+    });
+  }
+
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      const done = new Promise<void>((resolve) => {
+        const onMsg = (m: FromWorker) => {
+          if (m.type === "closed") resolve();
+        };
+        this.worker.on("message", onMsg);
+        this.worker.once("exit", () => resolve());
+      });
+      if (!this.dead) {
+        this.post({ type: "close" });
+        await done;
+      }
+      await this.worker.terminate();
+      for (const s of this.streams.values())
+        s.push({ type: "error", kind: "unavailable", message: "the engine stopped" });
+      this.streams.clear();
+    })();
+    return this.closed;
+  }
+
+  private post(m: ToWorker, transfer: ArrayBuffer[] = []): void {
+    this.worker.postMessage(m, transfer);
+  }
+
+  private onMessage(m: FromWorker): void {
+    if (m.type === "event") {
+      const s = this.streams.get(m.id);
+      if (!s) return;
+      s.push(m.ev);
+      if (m.ev.type === "final" || m.ev.type === "error") this.streams.delete(m.id);
+    } else if (m.type === "stats") {
+      this.statsWaiters.get(m.n)?.(m.stats);
+      this.statsWaiters.delete(m.n);
+    } else if (m.type === "fatal") this.fatal(new Error(m.message));
+  }
+
+  private fatal(err: Error): void {
+    if (this.dead) return;
+    this.dead = true;
+    for (const s of this.streams.values()) s.push({ type: "error", kind: "internal", message: err.message });
+    this.streams.clear();
+    this.onFatal?.(err);
+  }
+}
+
+/** Worker side: load the model and tokenizer, run the engine loop, answer messages. */
+async function workerMain(opts: WorkerOptions): Promise<void> {
+  const port = parentPort;
+  if (!port) return;
+  const send = (m: FromWorker) => port.postMessage(m);
+  let local: LocalEngine;
+  try {
+    const [model, tok] = await Promise.all([createModelRunner(opts.model), loadTokenizer(opts.model.modelDir)]);
+    local = new LocalEngine(model, tok, { ...opts.engine, terminators: opts.engine.terminators ?? tok.terminators });
+  } catch (err) {
+    send({ type: "start_failed", message: err instanceof Error ? err.message : String(err) });
+    return;
+  }
+  local.onFatal = (err) => send({ type: "fatal", message: err.message });
+  const aborts = new Map<string, AbortController>();
+  port.on("message", (m: ToWorker) => {
+    if (m.type === "add") {
+      const ac = new AbortController();
+      aborts.set(m.req.id, ac);
+      void (async () => {
+        for await (const ev of local.generate(m.req, ac.signal)) send({ type: "event", id: m.req.id, ev });
+        aborts.delete(m.req.id);
+      })();
+    } else if (m.type === "abort") aborts.get(m.id)?.abort();
+    else if (m.type === "stats") send({ type: "stats", n: m.n, stats: local.engine.stats() });
+    else if (m.type === "close") {
+      void local.close().then(() => {
+        send({ type: "closed" });
+        port.close();
+      });
+    }
+  });
+  send({ type: "ready", info: local.info });
+}
+
+if (!isMainThread && (workerData as Record<string, unknown> | null)?.[MARK]) {
+  void workerMain((workerData as { opts: WorkerOptions }).opts);
+}
