@@ -7,16 +7,19 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 
-const root = join(import.meta.dirname, "..");
-const buf = join(root, "node_modules/.bin/buf");
-const bufBin = (() => {
-  try {
-    statSync(buf);
-    return buf;
-  } catch {
-    return join(root, "../node_modules/.bin/buf");
-  }
-})();
+// PROTO_DIR lets the test point the check at a tampered copy.
+const root = process.env.PROTO_DIR ?? join(import.meta.dirname, "..");
+const bufBin = [join(root, "node_modules/.bin/buf"), join(import.meta.dirname, "../../node_modules/.bin/buf")].find(
+  (p) => {
+    try {
+      statSync(p);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+);
+if (!bufBin) throw new Error("buf not found: run npm install");
 
 function files(dir: string): string[] {
   const out: string[] = [];

@@ -8,7 +8,7 @@
  * headers. No monkey-patching instrumentation is loaded.
  */
 import { createServer, type Server } from "node:http";
-import { type Meter, metrics, type Tracer, trace } from "@opentelemetry/api";
+import { isSpanContextValid, type Meter, metrics, type Tracer, trace } from "@opentelemetry/api";
 import { PrometheusExporter, PrometheusSerializer } from "@opentelemetry/exporter-prometheus";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { MeterProvider } from "@opentelemetry/sdk-metrics";
@@ -21,6 +21,16 @@ export function tracingRequested(env: NodeJS.ProcessEnv = process.env): boolean 
   const exporter = env.OTEL_TRACES_EXPORTER?.trim();
   if (exporter) return exporter !== "none";
   return Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
+}
+
+/**
+ * pino `mixin`: `trace_id` and `span_id` of the active span, so every log line written while a request
+ * is being served carries its trace. Empty outside a request (and always when tracing is off).
+ */
+export function traceLogFields(): { trace_id?: string; span_id?: string } {
+  const sc = trace.getActiveSpan()?.spanContext();
+  if (!sc || !isSpanContextValid(sc)) return {};
+  return { trace_id: sc.traceId, span_id: sc.spanId };
 }
 
 /** Options for {@link startTelemetry}. */
@@ -49,15 +59,45 @@ export interface Telemetry {
   shutdown(): Promise<void>;
 }
 
+/** A meter whose instruments are read back as Prometheus text; no globals touched. */
+export interface PrometheusMetrics {
+  readonly meter: Meter;
+  readonly provider: MeterProvider;
+  /** Current metrics in the Prometheus text format. */
+  metricsText(): Promise<string>;
+}
+
+/**
+ * A private MeterProvider with a pull-only Prometheus exporter. startTelemetry uses one per process;
+ * unit tests use their own so that instruments of different tests never share state.
+ */
+export function createPrometheusMetrics(serviceName: string): PrometheusMetrics {
+  const resource = resourceFromAttributes({ "service.name": serviceName });
+  const exporter = new PrometheusExporter({ preventServerStart: true });
+  const provider = new MeterProvider({ resource, readers: [exporter] });
+  // NOTE: without the otel_scope_* labels: each service has one meter, and the series stay exactly as
+  // operators' dashboards and alerts know them (`edge_rejected_requests_total{reason="auth"}`).
+  const serializer = new PrometheusSerializer(undefined, false, undefined, false, true);
+  return {
+    meter: provider.getMeter(serviceName),
+    provider,
+    async metricsText() {
+      const { resourceMetrics } = await exporter.collect();
+      return serializer.serialize(resourceMetrics);
+    },
+  };
+}
+
 /** Starts metrics and (when requested) tracing for one service process. */
 export function startTelemetry(opts: TelemetryOptions): Telemetry {
   const env = opts.env ?? process.env;
   const serviceName = env.OTEL_SERVICE_NAME || opts.serviceName;
   const resource = resourceFromAttributes({ "service.name": serviceName });
-  const exporter = new PrometheusExporter({ preventServerStart: true });
-  const meterProvider = new MeterProvider({ resource, readers: [exporter] });
+  const prom = createPrometheusMetrics(serviceName);
+  const meterProvider = prom.provider;
+  // NOTE: the global provider can be set once per process; `meter` below is this provider's own, so a
+  // second startTelemetry (tests) still reads back what it records.
   metrics.setGlobalMeterProvider(meterProvider);
-  const serializer = new PrometheusSerializer();
 
   const tracing = tracingRequested(env) || (opts.spanProcessors?.length ?? 0) > 0;
   let sdk: NodeSDK | undefined;
@@ -72,15 +112,12 @@ export function startTelemetry(opts: TelemetryOptions): Telemetry {
   }
   const servers: Server[] = [];
 
-  const metricsText = async (): Promise<string> => {
-    const { resourceMetrics } = await exporter.collect();
-    return serializer.serialize(resourceMetrics);
-  };
+  const metricsText = prom.metricsText;
 
   return {
     tracing,
     tracer: trace.getTracer(serviceName),
-    meter: metrics.getMeter(serviceName),
+    meter: prom.meter,
     metricsText,
     async serveMetrics(port, host = "0.0.0.0") {
       const server = createServer((req, res) => {
