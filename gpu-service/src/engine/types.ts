@@ -6,27 +6,7 @@
  * declares only what it calls, so the bookkeeping can be tested with an in-test fake and no ONNX Runtime.
  */
 
-/** One slice of an image or video frame, as the vision tower takes it. */
-export interface SliceInput {
-  width: number;
-  height: number;
-  /** uint8 RGB, row-major, width*height*3 bytes. */
-  rgb: Uint8Array;
-}
-
-/** One sequence's work in a model step. */
-export interface SeqStep {
-  /** The new tokens to run, at positions pastLen..pastLen+tokenIds.length-1. */
-  tokenIds: ArrayLike<number>;
-  /** Tokens already in the KV cache for this sequence. */
-  pastLen: number;
-  /** Physical KV blocks covering positions 0..pastLen+tokenIds.length-1, in order. */
-  blockTable: ArrayLike<number>;
-  /** Vision embeddings replacing token embeddings: rows start at `offset` within this step's tokenIds. */
-  embeds?: { offset: number; rows: Float32Array }[];
-  /** Whether logits of the last new token are needed. */
-  wantLogits: boolean;
-}
+export type { SeqStep, SliceInput } from "../model/types";
 
 /** What the engine needs to know about the loaded model. */
 export interface EngineModelInfo {
@@ -40,6 +20,8 @@ export interface EngineModelInfo {
   contextLength: number;
   kvBytesPerToken: number;
 }
+
+import type { SeqStep, SliceInput } from "../model/types";
 
 /** The model layer as the engine drives it (structurally `ModelRunner`). */
 export interface EngineModel {
@@ -107,6 +89,13 @@ export interface SamplingParams {
   topLogprobs: number;
 }
 
+/** W3C ids of the span a request's engine work belongs to; set only when tracing is on. */
+export interface TraceLink {
+  traceId: string;
+  spanId: string;
+  traceFlags: number;
+}
+
 /** A request as the engine takes it. */
 export interface EngineRequest {
   id: string;
@@ -114,6 +103,44 @@ export interface EngineRequest {
   params: SamplingParams;
   /** Lower is served first and preempted last. */
   priority: number;
+  /** Tracing on: the engine records this request's {@link RequestTimeline} and links its steps here. */
+  trace?: TraceLink | undefined;
+}
+
+/** One vision-embedding lookup of a traced request (epoch ms). */
+export interface VisionRecord {
+  start: number;
+  end: number;
+  slices: number;
+  /** Found in the encoder cache (encoded by an earlier request): nothing ran. */
+  cacheHit: boolean;
+}
+
+/**
+ * When each stage of a traced request ran, in epoch milliseconds (comparable across threads), for spans
+ * made on the gRPC thread with explicit times.
+ */
+export interface RequestTimeline {
+  arrivedAt: number;
+  /** First scheduled (end of the queue wait); undefined if never scheduled (aborted while waiting). */
+  scheduledAt: number | undefined;
+  firstTokenAt: number | undefined;
+  lastTokenAt: number | undefined;
+  endedAt: number;
+  vision: VisionRecord[];
+}
+
+/** One engine step that ran traced requests (epoch ms); it links to each of their spans. */
+export interface StepRecord {
+  start: number;
+  end: number;
+  /** Sequences in the batch (traced or not). */
+  seqs: number;
+  /** Tokens computed in the step. */
+  tokens: number;
+  /** Sequences of the batch still in their prompt (prefill chunks). */
+  prefillSeqs: number;
+  links: TraceLink[];
 }
 
 /** Log probability of one token. */
@@ -154,7 +181,7 @@ export type EngineEvent =
       logprobs?: { chosen: TokenLogprob; top: TokenLogprob[] }[];
     }
   | { type: "choice_end"; index: number; finishReason: FinishReason; stopReason: string }
-  | { type: "final"; usage: Usage; timings: Timings }
+  | { type: "final"; usage: Usage; timings: Timings; timeline?: RequestTimeline }
   | { type: "error"; kind: EngineErrorKind; message: string };
 
 /** Engine counters and gauges (cumulative counters since start). */

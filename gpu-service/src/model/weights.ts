@@ -2,36 +2,13 @@
  * Weight access and conversion for the graph builders: the structural view of a checkpoint the model
  * layer needs, f32 transposes, f16 rounding and int4 block quantization for com.microsoft MatMulNBits.
  */
+import type { ModelConfig } from "../checkpoint";
+import { f32ToF16Bits } from "../checkpoint/dtype";
 
 /** The model shape the graphs are built from (a subset of the checkpoint's ModelConfig). */
-export interface ModelShape {
-  llm: {
-    hiddenSize: number;
-    numLayers: number;
-    numHeads: number;
-    numKvHeads: number;
-    headDim: number;
-    intermediateSize: number;
-    vocabSize: number;
-    rmsNormEps: number;
-    ropeTheta: number;
-    maxPositionEmbeddings: number;
-    /** lm_head shares embed_tokens (false for MiniCPM-V 2.6) */
-    tieWordEmbeddings?: boolean;
-  };
-  vision: {
-    hiddenSize: number;
-    numLayers: number;
-    numHeads: number;
-    headDim: number;
-    intermediateSize: number;
-    patchSize: number;
-    imageSize: number;
-    layerNormEps: number;
-  };
-  resampler: { embedDim: number; numHeads: number; kvDim: number };
-  queryNum: number;
-}
+export type ModelShape = Pick<ModelConfig, "vision" | "resampler" | "queryNum"> & {
+  llm: Omit<ModelConfig["llm"], "tieWordEmbeddings"> & { tieWordEmbeddings?: boolean };
+};
 
 /** Where the builders read float32 tensors from (a loaded checkpoint, or random weights in tests). */
 export interface WeightSource {
@@ -58,43 +35,9 @@ export function transpose(w: Float32Array, rows: number, cols: number): Float32A
   return out;
 }
 
-const f32Buf = new Float32Array(1);
-const u32Buf = new Uint32Array(f32Buf.buffer);
+/** IEEE half bits from a float, round to nearest even (overflow to ±inf, subnormals kept). */
+export const toHalf = f32ToF16Bits;
 
-/** IEEE half from a float, round to nearest even (overflow to ±inf, subnormals kept). */
-export function toHalf(x: number): number {
-  f32Buf[0] = x;
-  const b = u32Buf[0] as number;
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  let mant = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    let m = mant >>> shift;
-    const rest = mant & ((1 << shift) - 1);
-    if (rest > half || (rest === half && m & 1)) m++;
-    return sign | m;
-  }
-  let m = mant >>> 13;
-  const rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && m & 1)) {
-    m++;
-    if (m === 0x400) {
-      m = 0;
-      e++;
-      if (e >= 0x1f) return sign | 0x7c00;
-    }
-  }
-  return sign | (e << 10) | m;
-}
-
-/** Float32 values rounded to IEEE half (stored as raw uint16). */
 export function toHalfArray(w: Float32Array): Uint16Array {
   const out = new Uint16Array(w.length);
   for (let i = 0; i < w.length; i++) out[i] = toHalf(w[i] as number);
