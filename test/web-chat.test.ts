@@ -1,10 +1,11 @@
 /**
  * The web chat page in headless Chromium (issue 10).
  *
- * With WEB_CHAT_BASE_URL set, the acceptance scenario runs against that server (the real stack).
- * Without it, the page is served by registerWebPage on a Hono app whose /v1 routes are a FAKE of
- * the backend HTTP API (scripted SSE answers, recorded requests), so the page's behaviour can be
- * checked exactly: request bodies, stop -> server-side abort, errors, API key, settings, layout.
+ * The acceptance scenario runs against the real stack: preprocess + gpu-service + edge started here on
+ * tiny-a (test/helpers/stack.ts), or the server at WEB_CHAT_BASE_URL when that is set.
+ * Without WEB_CHAT_BASE_URL, the page is also served by registerWebPage on a Hono app whose /v1 routes
+ * are a FAKE of the backend HTTP API (scripted SSE answers, recorded requests), so the page's behaviour
+ * can be checked exactly: request bodies, stop -> server-side abort, errors, API key, settings, layout.
  * WEB_CHAT_SCREENSHOTS=1 also writes docs/web-chat.png and docs/web-chat-mobile.png.
  */
 import { existsSync, mkdirSync } from "node:fs";
@@ -16,6 +17,9 @@ import { streamSSE } from "hono/streaming";
 import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { registerWebPage } from "../edge/src/web";
+import { gpuMetric, scrape } from "./helpers/metrics";
+import { alive } from "./helpers/ports";
+import { type Stack, startStack } from "./helpers/stack";
 import {
   ask,
   CHROMIUM_PATH,
@@ -164,12 +168,43 @@ afterAll(async () => {
   await browser?.close();
 });
 
-describe.skipIf(realBaseUrl === "")("web chat page against the real stack", () => {
+describe("web chat page against the real stack", () => {
+  let stack: Stack | undefined;
+  let baseUrl = realBaseUrl;
+
+  beforeAll(async () => {
+    if (baseUrl !== "") return;
+    stack = await startStack({ gpuReplicas: 1 });
+    baseUrl = `${stack.edgeUrl}/`;
+  });
+
+  afterAll(async () => {
+    if (!stack) return;
+    const procs = [stack.edge, stack.preprocess, ...stack.gpus];
+    await stack.stop();
+    for (const p of procs) expect(alive(p.proc.pid as number), `${p.name} still running`).toBe(false);
+  });
+
   it("uploads a PNG, streams an answer, stops one, sends a video, shows token counts", async () => {
     const page = await context.newPage();
-    const result = await runWebChatScenario(page, realBaseUrl, media);
+    const result = await runWebChatScenario(page, baseUrl, media);
     expect(result.imageAnswer.length).toBeGreaterThan(0);
     await page.close();
+    if (!stack) return;
+    // tiny-a: exact counts. The 64x48 PNG is one slice: <image_id>0</image_id><image> 64 </image> = 69 tokens;
+    // the 2 s clip gives 2 frames (1 fps) of <image> 64 </image>.
+    expect(result.imageStats.image_tokens).toBe("image 69");
+    expect(result.imageStats.completion_tokens).toMatch(/^Answer ([1-9]|[1-3]\d|4[0-8]) tokens?$/);
+    expect(result.videoStats.video_tokens).toBe("video 132");
+    expect(result.videoStats.image_tokens).toBe("image 69"); // the earlier turn's PNG is sent again
+    // Stop reached the gpu-service: the long answer ended there as aborted, not at its 512-token limit.
+    const gpu = stack.gpus[0]?.metricsPort as number;
+    await expect
+      .poll(async () => gpuMetric(await scrape(gpu), "request_success", { finished_reason: "abort" }), {
+        timeout: 30_000,
+      })
+      .toBe(1);
+    expect(gpuMetric(await scrape(gpu), "num_requests_running")).toBe(0);
   });
 });
 

@@ -2,12 +2,14 @@
  * The edge's Hono app. Backends are injected, so unit tests drive it with `app.request()` and in-process
  * fakes, and main.ts with the gRPC clients.
  *
- *   client ──HTTP──> [metrics] [request id] [cors] [auth + rate limit on /v1] [body limit] ──> routes
+ *   client ──HTTP──> [span + metrics] [request id] [cors] [auth + rate limit on /v1] [body limit] ──> routes
  *                                                                                  │
  *     POST /v1/chat/completions ── planChat ── Prepare (preprocess) ── GpuPool.generate (gpu-service) ── JSON | SSE
  *     POST /v1/chat/completions/render ── planChat ── Prepare ── token count and layout
  *     GET /v1/models, GET /health, GET /metrics
  */
+
+import type { Tracer } from "@opentelemetry/api";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
@@ -19,6 +21,7 @@ import type { PreprocessBackend } from "./backends/types";
 import type { EdgeConfig } from "./config";
 import { EdgeError, httpError } from "./errors";
 import { EdgeMetrics } from "./metrics";
+import { observe } from "./observe";
 import { RateLimiter } from "./rate-limit";
 import { registerChatRoutes } from "./routes/chat";
 import { registerHealthRoutes } from "./routes/health";
@@ -36,6 +39,8 @@ export interface AppDeps {
   pool: GpuPool;
   metrics?: EdgeMetrics;
   logger?: Logger;
+  /** Records one span per HTTP request when set (tracing on); undefined keeps tracing at zero cost. */
+  tracer?: Tracer | undefined;
   /** Aborted on shutdown, after the grace period: cancels every in-flight request. */
   shutdownSignal?: AbortSignal;
   /** Serve the browser chat page at / (default true; unit tests turn it off to skip bundling it). */
@@ -85,58 +90,22 @@ export function createApp(deps: AppDeps): Hono<EdgeEnv> {
 
   deps.pool.events = {
     onHealthChange(address, healthy, reason) {
-      metrics.backendHealthy.set({ backend: address, service: "gpu-service" }, healthy ? 1 : 0);
+      metrics.backendHealthy.record(healthy ? 1 : 0, { backend: address, service: "gpu-service" });
       deps.logger?.[healthy ? "info" : "warn"]({ backend: address, healthy, reason }, "gpu-service health changed");
     },
     onRetry(address, err) {
-      metrics.retries.inc({ backend: address });
+      metrics.retries.add(1, { backend: address });
       deps.logger?.warn({ backend: address, err: err.message }, "retrying Generate on another replica");
     },
   };
   for (const r of deps.pool.replicas) {
-    metrics.backendHealthy.set({ backend: r.backend.address, service: "gpu-service" }, r.healthy ? 1 : 0);
+    metrics.backendHealthy.record(r.healthy ? 1 : 0, { backend: r.backend.address, service: "gpu-service" });
   }
 
   const app = new Hono<EdgeEnv>();
 
-  // HTTP metrics; a streamed body is measured until its last byte (or until the client goes away).
-  app.use(async (c, next) => {
-    const start = performance.now();
-    await next();
-    const labels = { method: c.req.method, route: ROUTES.has(c.req.path) ? c.req.path : "other", status: c.res.status };
-    const record = () => {
-      metrics.httpRequests.inc(labels);
-      metrics.httpDuration.observe(labels, (performance.now() - start) / 1000);
-    };
-    const body = c.res.body;
-    if (body && c.res.headers.get("content-type")?.startsWith("text/event-stream")) {
-      let done = false;
-      const once = () => {
-        if (!done) record();
-        done = true;
-      };
-      const reader = body.getReader();
-      const tapped = new ReadableStream<Uint8Array>(
-        {
-          async pull(ctrl) {
-            const r = await reader.read();
-            if (r.done) {
-              once();
-              ctrl.close();
-            } else ctrl.enqueue(r.value);
-          },
-          cancel(reason) {
-            once();
-            return reader.cancel(reason);
-          },
-        },
-        { highWaterMark: 0 },
-      );
-      c.res = new Response(tapped, c.res);
-    } else {
-      record();
-    }
-  });
+  // The HTTP span and metrics; a streamed body is measured until its last byte (or until the client goes away).
+  app.use(observe(metrics, deps.tracer, ROUTES));
   app.use(requestId());
   if (config.corsOrigins.length > 0) {
     const origins = config.corsOrigins;

@@ -2,6 +2,7 @@
  * Edge configuration: every setting, its environment variable and its default, parsed once at start-up.
  * No other file reads `process.env`.
  */
+import { parseTarget } from "./backends/discovery";
 
 /** The edge's settings. */
 export interface EdgeConfig {
@@ -11,7 +12,11 @@ export interface EdgeConfig {
   port: number;
   /** `PREPROCESS_URL` (default "127.0.0.1:50061"): host:port of the preprocess gRPC service. */
   preprocessUrl: string;
-  /** `GPU_SERVICE_URLS` (default "127.0.0.1:50062"): comma-separated host:port list of gpu-service replicas. */
+  /**
+   * `GPU_SERVICE_URLS` (default "127.0.0.1:50062"): comma-separated host:port list of gpu-service replicas
+   * (IPv6 as [addr]:port). An entry whose host is a name rather than an IP (a Kubernetes headless Service) is
+   * looked up every GPU_POLL_INTERVAL_MS and each of its addresses becomes a replica (backends/discovery.ts).
+   */
   gpuServiceUrls: string[];
   /** `API_KEYS` (default empty = open API): comma-separated accepted bearer keys. */
   apiKeys: string[];
@@ -64,6 +69,7 @@ function list(env: NodeJS.ProcessEnv, name: string, def: string): string[] {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): EdgeConfig {
   const gpuServiceUrls = list(env, "GPU_SERVICE_URLS", "127.0.0.1:50062");
   if (gpuServiceUrls.length === 0) throw new Error("GPU_SERVICE_URLS must name at least one host:port");
+  for (const u of gpuServiceUrls) parseTarget(u);
   return {
     host: env.HOST ?? "0.0.0.0",
     port: int(env, "PORT", 8080, 0),

@@ -6,8 +6,10 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
+import { startTelemetry, traceLogFields } from "@minicpmv/proto/telemetry";
 import pino from "pino";
 import { createApp } from "./app";
+import { GpuDiscovery } from "./backends/discovery";
 import { GrpcGenerationBackend } from "./backends/generation-client";
 import { GpuPool } from "./backends/gpu-pool";
 import { GrpcPreprocessBackend } from "./backends/preprocess-client";
@@ -16,20 +18,34 @@ import { EdgeMetrics } from "./metrics";
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  const logger = pino({ level: config.logLevel, base: { service: "edge" } });
+  const telemetry = startTelemetry({ serviceName: "edge" });
+  const logger = pino({ level: config.logLevel, base: { service: "edge" }, mixin: traceLogFields });
   const preprocess = new GrpcPreprocessBackend(config.preprocessUrl, config.grpcMaxMessageBytes);
-  const gpus = config.gpuServiceUrls.map((u) => new GrpcGenerationBackend(u, config.grpcMaxMessageBytes));
-  const pool = new GpuPool(gpus);
+  // Replicas: IP entries as given; hostnames (a Kubernetes headless Service) re-resolved every poll interval.
+  const pool = new GpuPool([]);
+  const discovery = new GpuDiscovery(
+    pool,
+    config.gpuServiceUrls,
+    (address) => new GrpcGenerationBackend(address, config.grpcMaxMessageBytes),
+  );
+  discovery.events = {
+    onChange: (added, removed) => logger.info({ added, removed }, "gpu-service replicas changed"),
+    onError: (entry, err) =>
+      logger.warn({ entry, err: err.message }, "gpu-service lookup failed; keeping the last addresses"),
+  };
+  await discovery.refresh();
   const shutdown = new AbortController();
   const app = createApp({
     config,
     preprocess,
     pool,
-    metrics: new EdgeMetrics({ processMetrics: true }),
+    metrics: new EdgeMetrics({ source: telemetry, processMetrics: true }),
+    tracer: telemetry.tracing ? telemetry.tracer : undefined,
     logger,
     shutdownSignal: shutdown.signal,
   });
   pool.start(config.gpuPollIntervalMs);
+  discovery.start(config.gpuPollIntervalMs);
   if (config.apiKeys.length === 0) {
     logger.warn("API_KEYS is not set: the API is open to anyone who can reach it (as vLLM without --api-key)");
   }
@@ -48,6 +64,7 @@ async function main(): Promise<void> {
       preprocess: config.preprocessUrl,
       gpu_services: config.gpuServiceUrls,
       auth: config.apiKeys.length > 0 ? `${config.apiKeys.length} key(s)` : "open",
+      tracing: telemetry.tracing,
     },
     "ready",
   );
@@ -66,10 +83,11 @@ async function main(): Promise<void> {
       clearTimeout(grace);
       pool.stop();
       preprocess.close();
-      for (const g of gpus) g.close();
+      discovery.close();
       logger.info("stopped");
       logger.flush();
-      process.exit(0);
+      // Flush the last spans before exiting (bounded: a dead collector must not block shutdown).
+      void Promise.race([telemetry.shutdown(), new Promise((r) => setTimeout(r, 2000))]).then(() => process.exit(0));
     });
     server.closeIdleConnections();
   };

@@ -20,6 +20,7 @@ export { OutputText } from "./engine/output-text";
 export { Rng, sampleToken } from "./engine/sampler";
 export { Scheduler, type SchedulerConfig, type SchedulerOutput } from "./engine/scheduler";
 export * from "./engine/types";
-export { GpuMetrics, serveMetrics } from "./metrics";
+export { GpuMetrics, type MetricsSource, type RequestObserver } from "./metrics";
 export { contentHash, REFERENCE_DEFAULTS, startGrpcServer, toEngineRequest } from "./service";
+export { recordRequestSpans, recordStep, SPAN as GPU_SPAN, traceLinkOf } from "./tracing";
 export { WorkerEngine, type WorkerOptions } from "./worker";

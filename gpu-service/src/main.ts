@@ -7,17 +7,18 @@
  * An engine-fatal error (broken invariant, failed model step) logs it, goes NOT_SERVING and exits 1.
  */
 
-import type { Server } from "node:http";
+import { startTelemetry, traceLogFields } from "@minicpmv/proto/telemetry";
 import pino from "pino";
 import { ensureTinyCheckpoint } from "./checkpoint";
 import { loadConfig } from "./config";
-import { GpuMetrics, serveMetrics } from "./metrics";
+import { GpuMetrics } from "./metrics";
 import { startGrpcServer } from "./service";
 import { WorkerEngine } from "./worker";
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  const logger = pino({ level: config.logLevel, base: { service: "gpu-service" } });
+  const telemetry = startTelemetry({ serviceName: "gpu-service" });
+  const logger = pino({ level: config.logLevel, base: { service: "gpu-service" }, mixin: traceLogFields });
   const grpcServer = await startGrpcServer({
     host: config.host,
     port: config.port,
@@ -44,13 +45,17 @@ async function main(): Promise<void> {
       encoderCacheBytes: config.encoderCacheBytes,
       enablePrefixCaching: config.enablePrefixCaching,
     },
+    traceSteps: telemetry.tracing,
   });
   const info = { ...engine.info, modelName: config.modelName || engine.info.modelName };
-  const metrics = new GpuMetrics(info.modelName);
-  grpcServer.attach(engine, { metrics, modelName: info.modelName });
-  const m = await serveMetrics(metrics, config.metricsHost, config.metricsPort, async () =>
-    metrics.update(await engine.stats()),
-  );
+  const metrics = new GpuMetrics(info.modelName, { source: telemetry });
+  metrics.watch(() => engine.stats());
+  grpcServer.attach(engine, {
+    metrics,
+    modelName: info.modelName,
+    tracer: telemetry.tracing ? telemetry.tracer : undefined,
+  });
+  const m = await telemetry.serveMetrics(config.metricsPort, config.metricsHost);
   grpcServer.setServing(true);
   logger.info(
     {
@@ -62,6 +67,7 @@ async function main(): Promise<void> {
       block_size: info.blockSize,
       kv_bytes_per_token: info.kvBytesPerToken,
       context_length: info.contextLength,
+      tracing: telemetry.tracing,
     },
     "ready",
   );
@@ -74,7 +80,9 @@ async function main(): Promise<void> {
     grpcServer.setServing(false);
     await grpcServer.stop(config.shutdownGraceMs);
     await engine.close().catch(() => {});
-    await new Promise<void>((r) => (m.server as Server).close(() => r()));
+    await m.close();
+    // Flush the last spans (bounded: a dead collector must not block shutdown).
+    await Promise.race([telemetry.shutdown(), new Promise((r) => setTimeout(r, 2000))]);
     logger.info("stopped");
     logger.flush();
     process.exit(code);

@@ -1,6 +1,6 @@
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { EngineStats } from "./engine/types";
-import { GpuMetrics, serveMetrics } from "./metrics";
+import { GpuMetrics } from "./metrics";
 
 const stats = (over: Partial<EngineStats>): EngineStats => ({
   running: 0,
@@ -22,11 +22,8 @@ const stats = (over: Partial<EngineStats>): EngineStats => ({
 });
 
 describe("GpuMetrics", () => {
-  const m = new GpuMetrics("tiny-a");
-  let close: (() => void) | undefined;
-  afterAll(() => close?.());
-
-  it("exposes vLLM-style names with the minicpmv prefix over HTTP", async () => {
+  it("exposes vLLM-style names with the minicpmv_ prefix, engine series read at each scrape", async () => {
+    const m = new GpuMetrics("tiny-a");
     const obs = m.observe();
     obs.tokens(1);
     obs.tokens(2);
@@ -42,41 +39,50 @@ describe("GpuMetrics", () => {
     );
     m.observe().failed("resource_exhausted");
     let n = 0;
-    const s = await serveMetrics(m, "127.0.0.1", 0, async () => {
+    m.watch(async () => {
       n++;
-      m.update(
-        stats({
-          running: 2,
-          waiting: 1,
-          kvUsage: 0.25,
-          preemptions: n * 3,
-          prefixCacheHits: 16,
-          prefixCacheQueries: 64,
-        }),
-      );
+      return stats({
+        running: 2,
+        waiting: 1,
+        kvUsage: 0.25,
+        preemptions: n * 3,
+        prefixCacheHits: 16,
+        prefixCacheQueries: 64,
+      });
     });
-    close = () => s.server.close();
-    await fetch(`http://127.0.0.1:${s.port}/metrics`);
-    const text = await (await fetch(`http://127.0.0.1:${s.port}/metrics`)).text();
+    await m.text();
+    const text = await m.text();
+    expect(n).toBe(2);
     const line = (name: string) =>
       text
         .split("\n")
         .find((l) => l.startsWith(name))
         ?.split(" ")[1];
     const L = '{model_name="tiny-a",engine="0"}';
-    expect(line(`minicpmv:generation_tokens_total${L}`)).toBe("3");
-    expect(line(`minicpmv:prompt_tokens_total${L}`)).toBe("40");
-    expect(line(`minicpmv:prompt_tokens_cached_total${L}`)).toBe("32");
-    expect(line('minicpmv:request_success_total{finished_reason="stop",model_name="tiny-a",engine="0"}')).toBe("1");
-    expect(line('minicpmv:request_failure_total{kind="resource_exhausted",model_name="tiny-a",engine="0"}')).toBe("1");
-    expect(line(`minicpmv:time_to_first_token_seconds_count${L}`)).toBe("1");
-    expect(line(`minicpmv:inter_token_latency_seconds_count${L}`)).toBe("1");
-    expect(line(`minicpmv:num_requests_running${L}`)).toBe("2");
-    expect(line(`minicpmv:num_requests_waiting${L}`)).toBe("1");
-    expect(line(`minicpmv:kv_cache_usage_perc${L}`)).toBe("0.25");
+    expect(line(`minicpmv_generation_tokens_total${L}`)).toBe("3");
+    expect(line(`minicpmv_prompt_tokens_total${L}`)).toBe("40");
+    expect(line(`minicpmv_prompt_tokens_cached_total${L}`)).toBe("32");
+    expect(line('minicpmv_request_success_total{finished_reason="stop",model_name="tiny-a",engine="0"}')).toBe("1");
+    expect(line('minicpmv_request_failure_total{kind="resource_exhausted",model_name="tiny-a",engine="0"}')).toBe("1");
+    expect(line(`minicpmv_time_to_first_token_seconds_count${L}`)).toBe("1");
+    expect(line(`minicpmv_inter_token_latency_seconds_count${L}`)).toBe("1");
+    expect(line(`minicpmv_request_queue_time_seconds_sum${L}`)).toBe("0.005");
+    expect(line(`minicpmv_request_time_per_output_token_seconds_sum${L}`)).toBe("0.01");
+    expect(line(`minicpmv_num_requests_running${L}`)).toBe("2");
+    expect(line(`minicpmv_num_requests_waiting${L}`)).toBe("1");
+    expect(line(`minicpmv_kv_cache_usage_perc${L}`)).toBe("0.25");
     // Engine counters are cumulative: two scrapes (3 then 6) give 6, not 9.
-    expect(line(`minicpmv:num_preemptions_total${L}`)).toBe("6");
-    expect(line(`minicpmv:prefix_cache_hits_total${L}`)).toBe("16");
-    expect((await fetch(`http://127.0.0.1:${s.port}/nope`)).status).toBe(404);
+    expect(line(`minicpmv_num_preemptions_total${L}`)).toBe("6");
+    expect(line(`minicpmv_prefix_cache_hits_total${L}`)).toBe("16");
+    expect(text).toContain("# TYPE minicpmv_num_preemptions_total counter");
+    expect(text).toContain("# TYPE minicpmv_kv_cache_usage_perc gauge");
+  });
+
+  it("leaves the engine series out of a scrape when the engine has no stats", async () => {
+    const m = new GpuMetrics("tiny-a");
+    m.watch(() => Promise.reject(new Error("the engine is not running")));
+    const text = await m.text();
+    expect(text).not.toContain("minicpmv_num_requests_running{");
+    expect(() => m.watch(() => Promise.reject(new Error("x")))).toThrow(/twice/);
   });
 });

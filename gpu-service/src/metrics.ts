@@ -1,15 +1,15 @@
 /**
- * Prometheus metrics of one gpu-service replica, named like vLLM's V1 engine metrics (SERVING.md §3.6)
- * with the `minicpmv:` prefix, served as text on `GPU_METRICS_PORT` at `/metrics`.
+ * Metrics of one gpu-service replica as OpenTelemetry instruments, named like vLLM's V1 engine metrics
+ * (SERVING.md §3.6) with the `minicpmv_` prefix (OpenTelemetry names cannot hold vLLM's `:`), every series
+ * labelled `model_name` and `engine`. main.ts serves them on `GPU_METRICS_PORT` at `/metrics`.
  *
- * Per-request histograms are observed on the main thread from the event stream (TTFT and inter-token
- * latency as the gRPC server sees them); engine counters and gauges are read from the engine once per
- * scrape.
+ * Per-request histograms and counters are recorded on the main thread from the event stream (TTFT and
+ * inter-token latency as the gRPC server sees them); engine counters and gauges are read from the engine
+ * once per scrape (an observable callback asks the worker for its stats).
  */
 
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { createPrometheusMetrics } from "@minicpmv/proto/telemetry";
+import type { Attributes, Counter, Histogram, Meter } from "@opentelemetry/api";
 import type { EngineStats, FinishReason, Timings, Usage } from "./engine/types";
 
 const LATENCY_BUCKETS = [
@@ -17,6 +17,12 @@ const LATENCY_BUCKETS = [
 ];
 const REQUEST_BUCKETS = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960];
 const TOKEN_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
+
+/** Where the instruments live and how they are read back (a started Telemetry fits). */
+export interface MetricsSource {
+  readonly meter: Meter;
+  metricsText(): Promise<string>;
+}
 
 /** Observes one request's stream. */
 export interface RequestObserver {
@@ -28,9 +34,12 @@ export interface RequestObserver {
   failed(kind: string): void;
 }
 
-/** The replica's metrics registry. */
+/** The replica's metrics. */
 export class GpuMetrics {
-  readonly registry = new Registry();
+  /** Content type of {@link text}. */
+  readonly contentType = "text/plain; version=0.0.4; charset=utf-8";
+  private readonly source: MetricsSource;
+  private readonly labels: Attributes;
   private readonly ttft: Histogram;
   private readonly itl: Histogram;
   private readonly tpot: Histogram;
@@ -46,127 +55,111 @@ export class GpuMetrics {
   private readonly cachedTokens: Counter;
   private readonly success: Counter;
   private readonly errors: Counter;
-  private readonly preemptions: Counter;
-  private readonly prefixQueries: Counter;
-  private readonly prefixHits: Counter;
-  private readonly mmQueries: Counter;
-  private readonly mmHits: Counter;
-  private readonly running: Gauge;
-  private readonly waiting: Gauge;
-  private readonly kvUsage: Gauge;
-  private last: EngineStats | undefined;
+  private watching = false;
 
-  constructor(modelName: string) {
-    this.registry.setDefaultLabels({ model_name: modelName, engine: "0" });
-    const reg = [this.registry];
-    const h = (name: string, help: string, buckets: number[]) =>
-      new Histogram({ name: `minicpmv:${name}`, help, buckets, registers: reg });
-    const c = (name: string, help: string, labelNames: string[] = []) =>
-      new Counter({ name: `minicpmv:${name}`, help, labelNames, registers: reg });
-    const g = (name: string, help: string) => new Gauge({ name: `minicpmv:${name}`, help, registers: reg });
-    this.ttft = h("time_to_first_token_seconds", "Time to first token, from the call's arrival.", LATENCY_BUCKETS);
-    this.itl = h("inter_token_latency_seconds", "Time between consecutive token events.", LATENCY_BUCKETS);
-    this.tpot = h("request_time_per_output_token_seconds", "Decode time per output token.", LATENCY_BUCKETS);
-    this.e2e = h("e2e_request_latency_seconds", "End-to-end request latency.", REQUEST_BUCKETS);
-    this.queue = h("request_queue_time_seconds", "Time spent waiting to be scheduled.", REQUEST_BUCKETS);
+  /** `source` defaults to a private registry (unit tests); main.ts passes the process's Telemetry. */
+  constructor(modelName: string, opts: { source?: MetricsSource } = {}) {
+    this.source = opts.source ?? createPrometheusMetrics("gpu-service");
+    this.labels = { model_name: modelName, engine: "0" };
+    const m = this.source.meter;
+    const h = (name: string, description: string, buckets: number[], unit?: string) =>
+      m.createHistogram(`minicpmv_${name}`, {
+        description,
+        ...(unit ? { unit } : {}),
+        advice: { explicitBucketBoundaries: buckets },
+      });
+    const c = (name: string, description: string) => m.createCounter(`minicpmv_${name}`, { description });
+    this.ttft = h("time_to_first_token_seconds", "Time to first token, from the call's arrival.", LATENCY_BUCKETS, "s");
+    this.itl = h("inter_token_latency_seconds", "Time between consecutive token events.", LATENCY_BUCKETS, "s");
+    this.tpot = h("request_time_per_output_token_seconds", "Decode time per output token.", LATENCY_BUCKETS, "s");
+    this.e2e = h("e2e_request_latency_seconds", "End-to-end request latency.", REQUEST_BUCKETS, "s");
+    this.queue = h("request_queue_time_seconds", "Time spent waiting to be scheduled.", REQUEST_BUCKETS, "s");
     this.prefill = h(
       "request_prefill_time_seconds",
       "From the first prefill step to the first token.",
       REQUEST_BUCKETS,
+      "s",
     );
-    this.decode = h("request_decode_time_seconds", "From the first token to the last.", REQUEST_BUCKETS);
-    this.vision = h("request_vision_encode_time_seconds", "Vision tower and resampler time.", REQUEST_BUCKETS);
+    this.decode = h("request_decode_time_seconds", "From the first token to the last.", REQUEST_BUCKETS, "s");
+    this.vision = h("request_vision_encode_time_seconds", "Vision tower and resampler time.", REQUEST_BUCKETS, "s");
     this.promptTokensH = h("request_prompt_tokens", "Prompt tokens per request.", TOKEN_BUCKETS);
     this.genTokensH = h("request_generation_tokens", "Generated tokens per request.", TOKEN_BUCKETS);
     this.promptTokens = c("prompt_tokens_total", "Prompt tokens of finished requests.");
     this.genTokens = c("generation_tokens_total", "Generated tokens.");
     this.cachedTokens = c("prompt_tokens_cached_total", "Prompt tokens served from the prefix cache.");
-    this.success = c("request_success_total", "Finished requests by finish reason.", ["finished_reason"]);
-    this.errors = c("request_failure_total", "Failed requests by error kind.", ["kind"]);
-    this.preemptions = c("num_preemptions_total", "Requests preempted (KV blocks freed, recomputed later).");
-    this.prefixQueries = c("prefix_cache_queries_total", "Tokens looked up in the prefix cache.");
-    this.prefixHits = c("prefix_cache_hits_total", "Tokens found in the prefix cache.");
-    this.mmQueries = c("mm_cache_queries_total", "Vision-embedding cache lookups.");
-    this.mmHits = c("mm_cache_hits_total", "Vision-embedding cache hits.");
-    this.running = g("num_requests_running", "Requests running.");
-    this.waiting = g("num_requests_waiting", "Requests waiting.");
-    this.kvUsage = g("kv_cache_usage_perc", "Fraction of KV blocks in use (1 = full).");
+    this.success = c("request_success_total", "Finished requests by finish reason.");
+    this.errors = c("request_failure_total", "Failed requests by error kind.");
   }
 
   /** Starts observing one request (arrival = now). */
   observe(): RequestObserver {
     const t0 = performance.now();
+    const L = this.labels;
     let last: number | undefined;
     return {
       tokens: (n) => {
         if (n <= 0) return;
         const now = performance.now();
-        if (last === undefined) this.ttft.observe((now - t0) / 1000);
-        else this.itl.observe((now - last) / 1000);
+        if (last === undefined) this.ttft.record((now - t0) / 1000, L);
+        else this.itl.record((now - last) / 1000, L);
         last = now;
-        this.genTokens.inc(n);
+        this.genTokens.add(n, L);
       },
       finished: (usage, timings, reasons) => {
-        this.e2e.observe((performance.now() - t0) / 1000);
-        this.queue.observe(timings.queueMs / 1000);
-        this.prefill.observe(timings.prefillMs / 1000);
-        this.decode.observe(timings.decodeMs / 1000);
-        this.vision.observe(timings.visionEncodeMs / 1000);
-        if (usage.completionTokens > 1) this.tpot.observe(timings.decodeMs / 1000 / (usage.completionTokens - 1));
-        this.promptTokensH.observe(usage.promptTokens);
-        this.genTokensH.observe(usage.completionTokens);
-        this.promptTokens.inc(usage.promptTokens);
-        this.cachedTokens.inc(usage.cachedPromptTokens);
-        for (const r of reasons) this.success.inc({ finished_reason: r });
+        this.e2e.record((performance.now() - t0) / 1000, L);
+        this.queue.record(timings.queueMs / 1000, L);
+        this.prefill.record(timings.prefillMs / 1000, L);
+        this.decode.record(timings.decodeMs / 1000, L);
+        this.vision.record(timings.visionEncodeMs / 1000, L);
+        if (usage.completionTokens > 1) this.tpot.record(timings.decodeMs / 1000 / (usage.completionTokens - 1), L);
+        this.promptTokensH.record(usage.promptTokens, L);
+        this.genTokensH.record(usage.completionTokens, L);
+        this.promptTokens.add(usage.promptTokens, L);
+        this.cachedTokens.add(usage.cachedPromptTokens, L);
+        for (const r of reasons) this.success.add(1, { finished_reason: r, ...L });
       },
-      failed: (kind) => this.errors.inc({ kind }),
+      failed: (kind) => this.errors.add(1, { kind, ...L }),
     };
   }
 
-  /** Copies the engine's counters and gauges into the registry. */
-  update(s: EngineStats): void {
-    const p = this.last;
-    const d = (now: number, before: number | undefined) => Math.max(0, now - (before ?? 0));
-    this.preemptions.inc(d(s.preemptions, p?.preemptions));
-    this.prefixQueries.inc(d(s.prefixCacheQueries, p?.prefixCacheQueries));
-    this.prefixHits.inc(d(s.prefixCacheHits, p?.prefixCacheHits));
-    this.mmQueries.inc(d(s.encoderCacheQueries, p?.encoderCacheQueries));
-    this.mmHits.inc(d(s.encoderCacheHits, p?.encoderCacheHits));
-    this.running.set(s.running);
-    this.waiting.set(s.waiting);
-    this.kvUsage.set(s.kvUsage);
-    this.last = s;
+  /**
+   * Reads the engine's counters and gauges at each scrape. Engine counters are cumulative since start and
+   * exported as they are. Call once.
+   */
+  watch(stats: () => Promise<EngineStats>): void {
+    if (this.watching) throw new Error("GpuMetrics.watch called twice");
+    this.watching = true;
+    const m = this.source.meter;
+    const counter = (name: string, description: string) =>
+      m.createObservableCounter(`minicpmv_${name}`, { description });
+    const gauge = (name: string, description: string) => m.createObservableGauge(`minicpmv_${name}`, { description });
+    const preemptions = counter("num_preemptions_total", "Requests preempted (KV blocks freed, recomputed later).");
+    const prefixQueries = counter("prefix_cache_queries_total", "Tokens looked up in the prefix cache.");
+    const prefixHits = counter("prefix_cache_hits_total", "Tokens found in the prefix cache.");
+    const mmQueries = counter("mm_cache_queries_total", "Vision-embedding cache lookups.");
+    const mmHits = counter("mm_cache_hits_total", "Vision-embedding cache hits.");
+    const running = gauge("num_requests_running", "Requests running.");
+    const waiting = gauge("num_requests_waiting", "Requests waiting.");
+    const kvUsage = gauge("kv_cache_usage_perc", "Fraction of KV blocks in use (1 = full).");
+    const all = [preemptions, prefixQueries, prefixHits, mmQueries, mmHits, running, waiting, kvUsage];
+    m.addBatchObservableCallback(async (r) => {
+      // A dead or closing engine has no stats: that scrape just lacks the engine series.
+      const s = await stats().catch(() => undefined);
+      if (!s) return;
+      const L = this.labels;
+      r.observe(preemptions, s.preemptions, L);
+      r.observe(prefixQueries, s.prefixCacheQueries, L);
+      r.observe(prefixHits, s.prefixCacheHits, L);
+      r.observe(mmQueries, s.encoderCacheQueries, L);
+      r.observe(mmHits, s.encoderCacheHits, L);
+      r.observe(running, s.running, L);
+      r.observe(waiting, s.waiting, L);
+      r.observe(kvUsage, s.kvUsage, L);
+    }, all);
   }
 
   /** Prometheus text exposition. */
   text(): Promise<string> {
-    return this.registry.metrics();
+    return this.source.metricsText();
   }
-}
-
-/** Serves `/metrics` over HTTP; `refresh` runs before each scrape. Resolves the bound port. */
-export async function serveMetrics(
-  metrics: GpuMetrics,
-  host: string,
-  port: number,
-  refresh: () => Promise<void>,
-): Promise<{ server: Server; port: number }> {
-  const server = createServer((req, res) => {
-    if (req.method !== "GET" || (req.url ?? "").split("?")[0] !== "/metrics") {
-      res.writeHead(404, { "content-type": "text/plain" }).end("not found; try GET /metrics\n");
-      return;
-    }
-    refresh()
-      .catch(() => {})
-      .then(() => metrics.text())
-      .then(
-        (body) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(body),
-        (err: unknown) => res.writeHead(500, { "content-type": "text/plain" }).end(`${String(err)}\n`),
-      );
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => resolve());
-  });
-  return { server, port: (server.address() as AddressInfo).port };
 }

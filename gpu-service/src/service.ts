@@ -28,9 +28,11 @@ import {
   shutdown,
 } from "@minicpmv/proto/grpc";
 import { HealthService, ServingStatus } from "@minicpmv/proto/health";
+import type { Tracer } from "@opentelemetry/api";
 import type { EngineHandle } from "./engine/engine-handle";
 import type { EngineErrorKind, EngineEvent, EngineRequest, MediaInput, SamplingParams } from "./engine/types";
 import type { GpuMetrics } from "./metrics";
+import { recordRequestSpans, recordStep, traceLinkOf } from "./tracing";
 
 /** The reference's chat() defaults (MINICPMV26.md §6.5) for parameters a request leaves unset. */
 export const REFERENCE_DEFAULTS = {
@@ -216,19 +218,30 @@ export function generationService(
   opts: AttachOptions = {},
 ): ServiceImpl<typeof GenerationService.method> {
   const metrics = opts.metrics;
+  const tracer = opts.tracer;
+  const modelName = opts.modelName ?? engine.info.modelName;
+  if (tracer) engine.onStep = (rec) => recordStep(tracer, rec);
   let seq = 0;
   return {
     async *generate(req: GenerateRequest, ctx: CallContext) {
       // NOTE: the caller's request_id may repeat (retries); the engine gets a unique one.
       const id = `${req.requestId || "req"}#${seq++}`;
       const engineReq = toEngineRequest(req, id, limits);
+      if (tracer) engineReq.trace = traceLinkOf(ctx.traceContext);
       const obs = metrics?.observe();
       const reasons: ("stop" | "length" | "abort")[] = [];
       for await (const ev of engine.generate(engineReq, ctx.signal)) {
         if (ev.type === "token") obs?.tokens(ev.tokenIds.length);
         else if (ev.type === "choice_end") reasons.push(ev.finishReason);
-        else if (ev.type === "final") obs?.finished(ev.usage, ev.timings, reasons);
-        else if (ev.type === "error") obs?.failed(ev.kind);
+        else if (ev.type === "final") {
+          obs?.finished(ev.usage, ev.timings, reasons);
+          if (tracer && ev.timeline) {
+            recordRequestSpans(tracer, ctx.traceContext, ev.timeline, ev.usage, {
+              "request.id": req.requestId,
+              "gen_ai.request.model": modelName,
+            });
+          }
+        } else if (ev.type === "error") obs?.failed(ev.kind);
         if (ctx.signal.aborted) continue; // drain to the engine's final event; the client is gone
         yield toResponse(ev);
       }
@@ -237,7 +250,7 @@ export function generationService(
       const i = engine.info;
       const s = await engine.stats().catch(() => undefined);
       return {
-        modelName: opts.modelName ?? i.modelName,
+        modelName,
         contextLength: i.contextLength,
         blockSize: i.blockSize,
         kvCapacityBlocks: i.numBlocks,
@@ -265,6 +278,8 @@ export interface AttachOptions {
   metrics?: GpuMetrics;
   /** Model name reported by Info (default: the engine's). */
   modelName?: string;
+  /** Set when tracing is on: stage spans per request and one linked span per engine step. */
+  tracer?: Tracer | undefined;
 }
 
 /** A started gRPC server with its health service. */

@@ -18,14 +18,19 @@ import { isMainThread, parentPort, Worker, workerData } from "node:worker_thread
 import { loadTokenizer } from "@minicpmv/preprocess/tokenizer";
 import type { EngineConfig } from "./engine/engine";
 import { type EngineHandle, EventStream, LocalEngine } from "./engine/engine-handle";
-import type { EngineEvent, EngineModelInfo, EngineRequest, EngineStats } from "./engine/types";
+import type { EngineEvent, EngineModelInfo, EngineRequest, EngineStats, StepRecord } from "./engine/types";
 import { createModelRunner, type ModelOptions } from "./model";
 
 /** What the worker needs to start. */
 export interface WorkerOptions {
   model: ModelOptions;
   engine: EngineConfig;
+  /** Tracing on: report the steps that ran traced requests to `onStep` (batched, every STEP_FLUSH_MS). */
+  traceSteps?: boolean;
 }
+
+/** How often the worker sends buffered step records (one message per batch, not per step). */
+const STEP_FLUSH_MS = 100;
 
 type ToWorker =
   | { type: "add"; req: EngineRequest }
@@ -38,6 +43,7 @@ type FromWorker =
   | { type: "start_failed"; message: string }
   | { type: "event"; id: string; ev: EngineEvent }
   | { type: "stats"; n: number; stats: EngineStats }
+  | { type: "steps"; recs: StepRecord[] }
   | { type: "fatal"; message: string }
   | { type: "closed" };
 
@@ -58,6 +64,7 @@ function bootstrap(entry: string): string {
 /** The engine running in a worker thread, seen from the main thread. */
 export class WorkerEngine implements EngineHandle {
   onFatal: ((err: Error) => void) | undefined;
+  onStep: ((rec: StepRecord) => void) | undefined;
   private readonly streams = new Map<string, EventStream>();
   private readonly statsWaiters = new Map<number, (s: EngineStats) => void>();
   private statsN = 0;
@@ -165,6 +172,8 @@ export class WorkerEngine implements EngineHandle {
     } else if (m.type === "stats") {
       this.statsWaiters.get(m.n)?.(m.stats);
       this.statsWaiters.delete(m.n);
+    } else if (m.type === "steps") {
+      if (this.onStep) for (const r of m.recs) this.onStep(r);
     } else if (m.type === "fatal") this.fatal(new Error(m.message));
   }
 
@@ -191,6 +200,21 @@ async function workerMain(opts: WorkerOptions): Promise<void> {
     return;
   }
   local.onFatal = (err) => send({ type: "fatal", message: err.message });
+  let flushSteps = () => {};
+  if (opts.traceSteps) {
+    let recs: StepRecord[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    flushSteps = () => {
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+      if (recs.length > 0) send({ type: "steps", recs });
+      recs = [];
+    };
+    local.onStep = (rec) => {
+      recs.push(rec);
+      timer ??= setTimeout(flushSteps, STEP_FLUSH_MS);
+    };
+  }
   const aborts = new Map<string, AbortController>();
   port.on("message", (m: ToWorker) => {
     if (m.type === "add") {
@@ -204,6 +228,7 @@ async function workerMain(opts: WorkerOptions): Promise<void> {
     else if (m.type === "stats") send({ type: "stats", n: m.n, stats: local.engine.stats() });
     else if (m.type === "close") {
       void local.close().then(() => {
+        flushSteps();
         send({ type: "closed" });
         port.close();
       });

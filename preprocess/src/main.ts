@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { createServer, listen, shutdown } from "@minicpmv/proto/grpc";
 import { HealthService, ServingStatus } from "@minicpmv/proto/health";
-import { startTelemetry } from "@minicpmv/proto/telemetry";
+import { startTelemetry, traceLogFields } from "@minicpmv/proto/telemetry";
 import pino from "pino";
 import { parseConfig } from "./config";
 import { createMediaFetcher } from "./fetch-media";
@@ -19,7 +19,7 @@ import { buildTokenizerFiles, createTokenizer, loadTokenizer, type Tokenizer } f
 import { resolveFfmpegPath } from "./video/ffmpeg";
 
 const config = parseConfig();
-const log = pino({ level: config.logLevel, base: { service: "preprocess" } });
+const log = pino({ level: config.logLevel, base: { service: "preprocess" }, mixin: traceLogFields });
 
 async function tokenizerFor(modelDir: string): Promise<Tokenizer> {
   if (existsSync(join(modelDir, "tokenizer.json"))) return await loadTokenizer(modelDir);
@@ -51,6 +51,7 @@ async function main(): Promise<void> {
     media,
     defaults,
     ffmpegPath,
+    tracer: telemetry.tracing ? telemetry.tracer : undefined,
     fetchMedia: createMediaFetcher({
       allow: config.mediaUrlAllow,
       timeoutMs: config.mediaFetchTimeoutMs,
@@ -82,7 +83,14 @@ async function main(): Promise<void> {
   const metricsServer = await telemetry.serveMetrics(config.metricsPort, config.host);
   health.setAll(ServingStatus.SERVING);
   log.info(
-    { host: config.host, port, metricsPort: metricsServer.port, workers: config.workers, modelDir: config.modelDir },
+    {
+      host: config.host,
+      port,
+      metricsPort: metricsServer.port,
+      workers: config.workers,
+      modelDir: config.modelDir,
+      tracing: telemetry.tracing,
+    },
     "ready",
   );
 

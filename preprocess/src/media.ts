@@ -14,6 +14,17 @@ export type MediaTask =
   | { kind: "encoded"; bytes: Uint8Array; maxSliceNums: number; limits: ImageLimits; field: string }
   | { kind: "rgb"; image: RgbImage; maxSliceNums: number; field: string };
 
+/** Wall-clock milliseconds since the epoch, sub-millisecond and comparable across worker threads. */
+export function epochMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** When each stage of one task ran (epoch ms, {@link epochMs}); decode is absent for decoded frames. */
+export interface MediaTimings {
+  readonly decode?: readonly [start: number, end: number];
+  readonly slice: readonly [start: number, end: number];
+}
+
 /** The slices of one image or frame. */
 export interface SlicedMedia {
   readonly sourceWidth: number;
@@ -26,6 +37,8 @@ export interface SlicedMedia {
   readonly slices: RgbImage[];
   /** sha256 over every slice's u32le width, u32le height and RGB bytes. */
   readonly contentHash: Uint8Array;
+  /** Stage times, measured where the work ran (a worker thread), for the spans made on the main thread. */
+  readonly timings: MediaTimings;
 }
 
 /** sha256 over each slice's u32le width, u32le height and RGB bytes, in order. */
@@ -43,7 +56,9 @@ export function contentHash(slices: readonly RgbImage[]): Uint8Array {
 
 /** Decodes (if needed), checks the size, slices and hashes one media item. */
 export async function processMedia(task: MediaTask): Promise<SlicedMedia> {
+  const t0 = epochMs();
   const image = task.kind === "encoded" ? await decodeImage(task.bytes, task.limits, task.field) : task.image;
+  const t1 = epochMs();
   let geometry: ReturnType<typeof sliceGeometry>;
   try {
     geometry = sliceGeometry(image.width, image.height, task.maxSliceNums);
@@ -52,12 +67,15 @@ export async function processMedia(task: MediaTask): Promise<SlicedMedia> {
     throw err;
   }
   const slices = sliceImage(image, geometry);
+  const hash = contentHash(slices);
+  const t2 = epochMs();
   return {
     sourceWidth: image.width,
     sourceHeight: image.height,
     gridSlicing: geometry.gridSlicing,
     gridPlaceholder: geometry.gridPlaceholder,
     slices,
-    contentHash: contentHash(slices),
+    contentHash: hash,
+    timings: task.kind === "encoded" ? { decode: [t0, t1], slice: [t1, t2] } : { slice: [t1, t2] },
   };
 }

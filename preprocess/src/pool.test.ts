@@ -27,6 +27,18 @@ describe("WorkerPool", () => {
     expect(out.contentHash).toEqual(contentHash(out.slices));
   });
 
+  it("copies Buffer views before transferring them, leaving the rest of the parent buffer usable", async () => {
+    const png = goldenBytes("images/img_097x131.png");
+    // Two images inside one Buffer, as in a decoded gRPC request.
+    const request = Buffer.concat([png, png]);
+    const views = [request.subarray(0, png.length), request.subarray(png.length)];
+    const out = await Promise.all(
+      views.map((bytes, i) => pool.run({ kind: "encoded", bytes, maxSliceNums: 9, limits: LIMITS, field: `i${i}` })),
+    );
+    expect(out.map((o) => o.sourceWidth)).toEqual([97, 97]);
+    expect(request.buffer.byteLength).toBeGreaterThan(0); // not detached
+  });
+
   it("keeps error kinds across the thread boundary and survives them", async () => {
     const e = await failure(
       pool.run({ kind: "encoded", bytes: new Uint8Array(10).fill(1), maxSliceNums: 9, limits: LIMITS, field: "img" }),

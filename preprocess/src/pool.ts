@@ -84,17 +84,19 @@ export class WorkerPool implements MediaRunner {
     if (signal?.aborted) return Promise.reject(abortError(signal));
     // NOTE: copy encoded bytes that are views into a larger buffer (a whole gRPC request):
     // structured clone would otherwise copy the entire underlying buffer into the worker.
+    // Uint8Array.prototype.slice copies even for a Buffer, whose own slice() is a view: transferring a view's
+    // buffer would detach the whole gRPC request (and every other image in it).
     let t = task;
     const transfer: ArrayBuffer[] = [];
     if (t.kind === "encoded") {
-      const bytes = t.bytes.slice();
+      const bytes = Uint8Array.prototype.slice.call(t.bytes);
       transfer.push(bytes.buffer);
       t = { ...t, bytes };
     } else {
       const data =
         t.image.data.byteOffset === 0 && t.image.data.byteLength === t.image.data.buffer.byteLength
           ? t.image.data
-          : t.image.data.slice();
+          : Uint8Array.prototype.slice.call(t.image.data);
       transfer.push(data.buffer as ArrayBuffer);
       t = { ...t, image: { ...t.image, data } };
     }

@@ -8,6 +8,7 @@
  * Media run concurrently; the first failure aborts the rest (ffmpeg killed, queued pool tasks dropped).
  */
 
+import { context, SpanStatusCode, type Tracer } from "@opentelemetry/api";
 import { abortError, exhausted, invalid, throwIfAborted } from "./errors";
 import type { MediaFetcher } from "./fetch-media";
 import type { ImageLimits } from "./image/decode";
@@ -15,6 +16,7 @@ import type { SlicedMedia } from "./media";
 import type { ModelDefaults } from "./model-defaults";
 import type { MediaRunner } from "./pool";
 import { buildPrompt, type PromptPart, type PromptTurn } from "./prompt";
+import { RequestTrace, SPAN } from "./request-trace";
 import type { Tokenizer } from "./tokenizer";
 import type {
   ChatTurn,
@@ -63,6 +65,8 @@ export interface PrepareDeps {
   readonly ffmpegPath: () => string;
   /** Fetches ImageInput.url / VideoInput.url; without it URLs are refused. */
   readonly fetchMedia?: MediaFetcher | undefined;
+  /** Set when tracing is on: spans per stage, children of the active span (the Prepare call's). */
+  readonly tracer?: Tracer | undefined;
 }
 
 interface Resolved {
@@ -144,6 +148,7 @@ export async function prepare(req: PrepareRequest, deps: PrepareDeps, signal?: A
   throwIfAborted(signal);
   validateMessages(req.messages, deps.limits);
   const opts = resolveOptions(req.options, deps);
+  const rt = deps.tracer ? new RequestTrace(deps.tracer, context.active(), req.requestId ?? "") : undefined;
 
   // One controller for the whole request: the caller's cancel, or our own first failure, stops everything.
   const ac = new AbortController();
@@ -156,8 +161,8 @@ export async function prepare(req: PrepareRequest, deps: PrepareDeps, signal?: A
       const field = `messages[${i}].parts[${j}].${p.type}`;
       const job =
         p.type === "image"
-          ? imageJob(p.source, field, opts, deps, ac.signal)
-          : videoJob(p.source, field, opts, deps, ac.signal);
+          ? imageJob(p.source, field, opts, deps, ac.signal, rt)
+          : videoJob(p.source, field, opts, deps, ac.signal, rt);
       job.catch((err: unknown) => ac.abort(err));
       jobs.push(job);
       return { job: jobs.length - 1 };
@@ -188,7 +193,15 @@ export async function prepare(req: PrepareRequest, deps: PrepareDeps, signal?: A
           })),
     ),
   }));
+  const tokenizeSpan = rt?.start(SPAN.tokenize);
   const built = buildPrompt(deps.tokenizer, turns, req.addGenerationPrompt);
+  if (tokenizeSpan) {
+    tokenizeSpan.setAttributes({
+      "prompt.tokens": built.tokenCounts.total,
+      "prompt.image_tokens": built.tokenCounts.image,
+    });
+    tokenizeSpan.end();
+  }
   const total = built.tokenCounts.total;
   if (total > opts.maxPromptTokens) {
     throw invalid(
@@ -218,10 +231,21 @@ async function sourceBytes(
   maxBytes: number,
   deps: PrepareDeps,
   signal: AbortSignal,
+  rt: RequestTrace | undefined,
 ): Promise<Uint8Array> {
   if ("data" in source) return source.data;
-  if (!deps.fetchMedia) throw invalid(`${field}.url: this service does not fetch URLs`);
-  return await deps.fetchMedia(source.url, `${field}.url`, maxBytes, signal);
+  const fetchMedia = deps.fetchMedia;
+  if (!fetchMedia) throw invalid(`${field}.url: this service does not fetch URLs`);
+  const fetch = () => fetchMedia(source.url, `${field}.url`, maxBytes, signal);
+  if (!rt) return await fetch();
+  return await rt.wrap(SPAN.fetch, { "media.field": field, "url.scheme": urlScheme(source.url) }, fetch, (span, b) =>
+    span.setAttribute("media.bytes", b.length),
+  );
+}
+
+function urlScheme(url: string): string {
+  const i = url.indexOf(":");
+  return i > 0 ? url.slice(0, i) : "";
 }
 
 async function imageJob(
@@ -230,12 +254,14 @@ async function imageJob(
   opts: Resolved,
   deps: PrepareDeps,
   signal: AbortSignal,
+  rt: RequestTrace | undefined,
 ): Promise<Item[]> {
-  const bytes = await sourceBytes(source, field, deps.limits.image.maxBytes, deps, signal);
+  const bytes = await sourceBytes(source, field, deps.limits.image.maxBytes, deps, signal, rt);
   const sliced = await deps.media.run(
     { kind: "encoded", bytes, maxSliceNums: opts.maxSliceNums, limits: deps.limits.image, field },
     signal,
   );
+  rt?.media(sliced, field, bytes.length);
   return [{ modality: "image", sliced, useImageId: opts.useImageId }];
 }
 
@@ -245,6 +271,7 @@ async function videoJob(
   opts: Resolved,
   deps: PrepareDeps,
   signal: AbortSignal,
+  rt: RequestTrace | undefined,
 ): Promise<Item[]> {
   const { limits } = deps;
   const frameItem = (sliced: SlicedMedia): Item => ({
@@ -260,41 +287,53 @@ async function videoJob(
     }
     const keep = uniformSubset(source.frames.length, opts.videoMaxFrames);
     const out = await Promise.all(
-      keep.map((k) =>
-        deps.media.run(
-          {
-            kind: "encoded",
-            bytes: source.frames[k] as Uint8Array,
-            maxSliceNums: opts.videoMaxSliceNums,
-            limits: limits.image,
-            field: `${field}.frames[${k}]`,
-          },
+      keep.map(async (k) => {
+        const bytes = source.frames[k] as Uint8Array;
+        const frameField = `${field}.frames[${k}]`;
+        const m = await deps.media.run(
+          { kind: "encoded", bytes, maxSliceNums: opts.videoMaxSliceNums, limits: limits.image, field: frameField },
           signal,
-        ),
-      ),
+        );
+        rt?.media(m, frameField, bytes.length);
+        return m;
+      }),
     );
     return out.map(frameItem);
   }
-  const bytes = await sourceBytes(source, field, limits.maxVideoBytes, deps, signal);
+  const bytes = await sourceBytes(source, field, limits.maxVideoBytes, deps, signal, rt);
   const ffmpegPath = deps.ffmpegPath();
   const tasks: Promise<SlicedMedia>[] = [];
-  for await (const frame of decodeVideo(bytes, {
-    ffmpegPath,
-    fps: opts.videoFps,
-    maxFrames: opts.videoMaxFrames,
-    maxBytes: limits.maxVideoBytes,
-    maxDurationSec: limits.maxVideoDurationSec,
-    maxFramePixels: limits.image.maxPixels,
-    timeoutMs: limits.videoTimeoutMs,
-    signal,
-    field,
-  })) {
-    const t = deps.media.run(
-      { kind: "rgb", image: frame, maxSliceNums: opts.videoMaxSliceNums, field: `${field} frame ${frame.index}` },
+  // One span over the ffmpeg pass; the frames' slice spans come from the workers' timings.
+  const sampleSpan = rt?.start(SPAN.video, { "media.field": field, "media.bytes": bytes.length });
+  try {
+    for await (const frame of decodeVideo(bytes, {
+      ffmpegPath,
+      fps: opts.videoFps,
+      maxFrames: opts.videoMaxFrames,
+      maxBytes: limits.maxVideoBytes,
+      maxDurationSec: limits.maxVideoDurationSec,
+      maxFramePixels: limits.image.maxPixels,
+      timeoutMs: limits.videoTimeoutMs,
       signal,
-    );
-    t.catch(() => {}); // observed by Promise.all below; avoids an unhandled rejection meanwhile
-    tasks.push(t);
+      field,
+    })) {
+      const frameField = `${field} frame ${frame.index}`;
+      const t = deps.media.run(
+        { kind: "rgb", image: frame, maxSliceNums: opts.videoMaxSliceNums, field: frameField },
+        signal,
+      );
+      // Errors are observed by Promise.all below; this avoids an unhandled rejection meanwhile.
+      t.then((m) => rt?.media(m, frameField, undefined)).catch(() => {});
+      tasks.push(t);
+    }
+  } catch (err) {
+    sampleSpan?.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+    throw err;
+  } finally {
+    if (sampleSpan) {
+      sampleSpan.setAttribute("video.frames", tasks.length);
+      sampleSpan.end();
+    }
   }
   return (await Promise.all(tasks)).map(frameItem);
 }

@@ -36,6 +36,8 @@ export interface StackOptions {
   gpuReplicas?: number;
   env?: Record<string, string>;
   gpuEnv?: Record<string, string>;
+  /** Per-replica settings, merged over `gpuEnv` for replica i. */
+  gpuEnvs?: Record<string, string>[];
   edgeEnv?: Record<string, string>;
   preprocessEnv?: Record<string, string>;
   startTimeoutMs?: number;
@@ -135,7 +137,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   });
   preprocess.metricsPort = preMetrics;
   const gpus: ServiceProc[] = [];
-  for (let i = 0; i < (opts.gpuReplicas ?? 1); i++) gpus.push(await startGpu(modelDir, { ...opts.env, ...opts.gpuEnv }));
+  for (let i = 0; i < (opts.gpuReplicas ?? 1); i++)
+    gpus.push(await startGpu(modelDir, { ...opts.env, ...opts.gpuEnv, ...opts.gpuEnvs?.[i] }));
   const all = [preprocess, ...gpus];
   try {
     await Promise.all(all.map((s) => waitServing(s, timeout)));

@@ -10,6 +10,9 @@
  *
  * Load = queue_depth + kv_used/kv_capacity + requests this edge has open on the replica; the last term covers
  * the requests started since the previous poll. Ties go round-robin.
+ *
+ * Replicas can be added and removed at run time (DNS discovery, ./discovery.ts): a removed replica gets no new
+ * requests and leaves the pool when its last in-flight stream ends.
  */
 import { EdgeError, isBackendFailure } from "../errors";
 import type { BackendInfo, CallOpts, GenerateEvent, GenerateInput, GenerationBackend } from "./types";
@@ -24,6 +27,8 @@ export interface ReplicaState {
   inflight: number;
   /** Why it was last marked unhealthy. */
   lastError: string | undefined;
+  /** Set by {@link GpuPool.remove}: no new requests; dropped from the pool when `inflight` reaches 0. */
+  removal?: { done: Promise<boolean>; settle(left: boolean): void };
 }
 
 /** Hooks for metrics and logs. */
@@ -34,6 +39,7 @@ export interface PoolEvents {
 
 /** Least-load routing with retry-before-first-token and health tracking. */
 export class GpuPool {
+  /** The current replicas (the array is updated in place by add/remove). */
   readonly replicas: ReplicaState[];
   private rr = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -44,15 +50,49 @@ export class GpuPool {
     /** Hooks, settable after construction (the app wires its metrics and logger here). */
     public events: PoolEvents = {},
   ) {
-    if (backends.length === 0) throw new Error("GpuPool needs at least one gpu-service backend");
-    // Optimistic start: a replica is tried until a call or a poll shows it is down.
-    this.replicas = backends.map((backend) => ({
-      backend,
-      healthy: true,
-      info: undefined,
-      inflight: 0,
-      lastError: undefined,
-    }));
+    // NOTE: may start empty: DNS discovery fills it, and until then requests get "no healthy backend".
+    this.replicas = [];
+    for (const b of backends) this.add(b);
+  }
+
+  /**
+   * Adds a replica (optimistically healthy: it is tried until a call or a poll shows it is down). When a
+   * replica with the same address is being removed, that one is kept instead and `false` is returned.
+   */
+  add(backend: GenerationBackend): boolean {
+    const old = this.replicas.find((r) => r.backend.address === backend.address);
+    if (old?.removal) {
+      old.removal.settle(false);
+      delete old.removal;
+      return false;
+    }
+    if (old) throw new Error(`gpu-service ${backend.address} is already in the pool`);
+    this.replicas.push({ backend, healthy: true, info: undefined, inflight: 0, lastError: undefined });
+    return true;
+  }
+
+  /**
+   * Stops routing new requests to the replica at `address`; resolves once it has left the pool (its in-flight
+   * streams ended), or when {@link add} took it back first. Resolves to whether it left.
+   */
+  remove(address: string): Promise<boolean> {
+    const r = this.replicas.find((x) => x.backend.address === address);
+    if (!r) return Promise.resolve(false);
+    if (r.removal) return r.removal.done;
+    let settle: (left: boolean) => void = () => {};
+    const done = new Promise<boolean>((resolve) => {
+      settle = resolve;
+    });
+    r.removal = { done, settle };
+    this.dropIfIdle(r);
+    return done;
+  }
+
+  private dropIfIdle(r: ReplicaState): void {
+    if (!r.removal || r.inflight > 0) return;
+    this.replicas.splice(this.replicas.indexOf(r), 1);
+    r.removal.settle(true);
+    delete r.removal;
   }
 
   /** Starts polling every `intervalMs` (the timer does not keep the process alive). */
@@ -110,7 +150,7 @@ export class GpuPool {
 
   /** True when at least one replica is healthy. */
   anyHealthy(): boolean {
-    return this.replicas.some((r) => r.healthy);
+    return this.replicas.some((r) => r.healthy && !r.removal);
   }
 
   /** The most recent Info of a healthy replica (model name, context length), if any has answered. */
@@ -133,7 +173,7 @@ export class GpuPool {
     const start = this.rr++ % n;
     for (let k = 0; k < n; k++) {
       const r = this.replicas[(start + k) % n] as ReplicaState;
-      if (!r.healthy || exclude.has(r)) continue;
+      if (!r.healthy || r.removal || exclude.has(r)) continue;
       const load = GpuPool.load(r);
       if (load < bestLoad) {
         best = r;
@@ -182,6 +222,7 @@ export class GpuPool {
         this.events.onRetry?.(r.backend.address, e);
       } finally {
         r.inflight--;
+        this.dropIfIdle(r);
       }
     }
   }

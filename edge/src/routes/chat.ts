@@ -14,6 +14,7 @@ import type { GenerateEvent, PreparedPrompt } from "../backends/types";
 import { type ChatPlan, planChat } from "../chat-request";
 import { ChunkBuilder, CompletionCollector, logprobJson, stopReasonJson, usageJson } from "../chat-response";
 import { EdgeError, httpError } from "../errors";
+import { setRequestModel } from "../observe";
 import { type ChatRequest, chatRequestSchema, validationError } from "../schemas";
 
 type C = Context<EdgeEnv>;
@@ -109,6 +110,7 @@ function completionId(): string {
 async function render(c: C, ctx: AppContext): Promise<Response> {
   const { req, plan } = await readRequest(c, ctx);
   const model = await checkModel(req, ctx);
+  setRequestModel(model);
   const { ac, dispose } = requestSignal(c, ctx);
   const info = ctx.pool.modelInfo();
   const prompt = await ctx.preprocess
@@ -153,17 +155,18 @@ async function render(c: C, ctx: AppContext): Promise<Response> {
 function account(c: C, ctx: AppContext, ev: Extract<GenerateEvent, { type: "final" }>): void {
   const u = ev.usage;
   ctx.limiter.charge(c.get("caller"), u.promptTokens + u.completionTokens);
-  ctx.metrics.generatedTokens.inc(u.completionTokens);
+  ctx.metrics.generatedTokens.add(u.completionTokens);
   const m = u.promptTokensByModality;
-  ctx.metrics.promptTokens.inc({ modality: "text" }, m.text);
-  ctx.metrics.promptTokens.inc({ modality: "image" }, m.image);
-  ctx.metrics.promptTokens.inc({ modality: "video" }, m.video);
+  ctx.metrics.promptTokens.add(m.text, { modality: "text" });
+  ctx.metrics.promptTokens.add(m.image, { modality: "image" });
+  ctx.metrics.promptTokens.add(m.video, { modality: "video" });
 }
 
 async function complete(c: C, ctx: AppContext): Promise<Response> {
   const start = performance.now();
   const { req, plan } = await readRequest(c, ctx);
   const model = await checkModel(req, ctx);
+  setRequestModel(model);
   if (ctx.inflight.count >= ctx.config.maxConcurrentRequests) {
     ctx.metrics.reject("concurrency");
     throw new EdgeError(
@@ -173,13 +176,13 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
     );
   }
   ctx.inflight.count++;
-  ctx.metrics.inFlight.inc();
+  ctx.metrics.inFlight.add(1);
   let released = false;
   const release = () => {
     if (released) return;
     released = true;
     ctx.inflight.count--;
-    ctx.metrics.inFlight.dec();
+    ctx.metrics.inFlight.add(-1);
     dispose();
   };
   const { ac, dispose } = requestSignal(c, ctx);
@@ -205,7 +208,7 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
     const first = await events.next();
     const id = completionId();
     const created = Math.floor(Date.now() / 1000);
-    if (!first.done && first.value.type === "token") ctx.metrics.ttft.observe((performance.now() - start) / 1000);
+    if (!first.done && first.value.type === "token") ctx.metrics.ttft.record((performance.now() - start) / 1000);
 
     if (!plan.stream) {
       const col = new CompletionCollector(plan.params.n, {
@@ -258,7 +261,7 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
           const ev = r.value;
           if (ev.type === "token") {
             completion += ev.tokenIds.length;
-            ctx.metrics.streamedTokens.inc(ev.tokenIds.length);
+            ctx.metrics.streamedTokens.add(ev.tokenIds.length);
             const lp = plan.params.logprobs ? ev.logprobs.map((l) => logprobJson(l, plan.params.topLogprobs)) : null;
             if (ev.text !== "" || (lp && lp.length > 0)) await send(chunks.delta(ev.index, ev.text, lp, running()));
           } else if (ev.type === "choice_end") {

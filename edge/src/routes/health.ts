@@ -7,7 +7,7 @@ export function registerHealthRoutes(app: Hono<EdgeEnv>, ctx: AppContext): void 
   app.get("/health", async (c) => {
     const deadline = new Date(Date.now() + 2000);
     const [preprocess] = await Promise.all([ctx.preprocess.healthy({ deadline }), ctx.pool.poll()]);
-    ctx.metrics.backendHealthy.set({ backend: "preprocess", service: "preprocess" }, preprocess ? 1 : 0);
+    ctx.metrics.backendHealthy.record(preprocess ? 1 : 0, { backend: "preprocess", service: "preprocess" });
     const gpu = ctx.pool.replicas.map((r) => ({
       address: r.backend.address,
       healthy: r.healthy,

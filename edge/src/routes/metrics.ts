@@ -6,8 +6,8 @@ import type { AppContext, EdgeEnv } from "../app";
 export function registerMetricsRoutes(app: Hono<EdgeEnv>, ctx: AppContext): void {
   app.get("/metrics", async (c) => {
     for (const r of ctx.pool.replicas) {
-      ctx.metrics.backendHealthy.set({ backend: r.backend.address, service: "gpu-service" }, r.healthy ? 1 : 0);
+      ctx.metrics.backendHealthy.record(r.healthy ? 1 : 0, { backend: r.backend.address, service: "gpu-service" });
     }
-    return c.text(await ctx.metrics.render(), 200, { "content-type": ctx.metrics.registry.contentType });
+    return c.text(await ctx.metrics.render(), 200, { "content-type": ctx.metrics.contentType });
   });
 }

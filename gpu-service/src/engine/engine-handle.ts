@@ -12,6 +12,7 @@ import {
   type EngineRequest,
   type EngineStats,
   RequestError,
+  type StepRecord,
   type TokenBytes,
 } from "./types";
 
@@ -27,6 +28,11 @@ export interface EngineHandle {
   stats(): Promise<EngineStats>;
   /** Called once if the engine dies. */
   onFatal: ((err: Error) => void) | undefined;
+  /**
+   * Tracing on: receives the steps that ran traced requests (possibly batched, shortly after they ran).
+   * Steps are recorded only while it is set (WorkerEngine: only when started with `traceSteps`).
+   */
+  onStep: ((rec: StepRecord) => void) | undefined;
   /** Ends all requests (abort), stops the loop and releases the model. */
   close(): Promise<void>;
 }
@@ -88,6 +94,14 @@ export class LocalEngine implements EngineHandle {
 
   get info(): EngineModelInfo {
     return this.model.info;
+  }
+
+  get onStep(): ((rec: StepRecord) => void) | undefined {
+    return this.engine.onStep;
+  }
+
+  set onStep(fn: ((rec: StepRecord) => void) | undefined) {
+    this.engine.onStep = fn;
   }
 
   generate(req: EngineRequest, signal?: AbortSignal): AsyncIterable<EngineEvent> {

@@ -34,7 +34,9 @@ import {
   type FinishReason,
   RequestError,
   type SeqStep,
+  type StepRecord,
   type TokenBytes,
+  type TraceLink,
 } from "./types";
 
 /** Terminators of MiniCPM-V 2.6 (`<|im_end|>`, `<|endoftext|>`; MINICPMV26.md §2). */
@@ -76,6 +78,10 @@ export class Engine {
   private generationTokens = 0;
   /** Called once when the engine dies. */
   onFatal: ((err: Error) => void) | undefined;
+  /** Tracing on: called after each step that ran a traced request. Unset, steps cost nothing extra. */
+  onStep: ((rec: StepRecord) => void) | undefined;
+  /** Adds to `now()` to get epoch milliseconds (the default clock is this thread's performance.now()). */
+  private readonly epoch = performance.timeOrigin;
 
   constructor(
     readonly model: EngineModel,
@@ -262,6 +268,7 @@ export class Engine {
         this.promptTokensComputed += Math.min(e.numNew, (e.group as RequestState).promptLen - e.start);
 
     const beamGroups = new Set<RequestState>();
+    if (this.onStep) this.reportStep(now, live);
     for (const [i, e] of live.entries()) {
       const r = e.group as RequestState;
       if (!e.wantLogits || !this.requests.has(r.id) || this.pendingAborts.has(r.id)) continue;
@@ -277,6 +284,30 @@ export class Engine {
       const r = e.group as RequestState;
       if (r.embeds.size > 0 && r.seqs.every((s) => s.numComputed >= r.mediaEnd)) r.embeds.clear();
     }
+  }
+
+  /** Reports a step that ran traced requests (its time covers vision encode, the model step and the scheduler). */
+  private reportStep(start: number, live: SchedulerOutput<Seq>["scheduled"]): void {
+    const links: TraceLink[] = [];
+    let tokens = 0;
+    let prefillSeqs = 0;
+    for (const e of live) {
+      const r = e.group as RequestState;
+      tokens += e.numNew;
+      if (e.start < r.promptLen) prefillSeqs++;
+      // A request with n > 1 has several sequences in the batch: one link per request.
+      if (r.req.trace && !links.includes(r.req.trace)) links.push(r.req.trace);
+    }
+    if (links.length === 0) return;
+    const end = this.now();
+    this.onStep?.({
+      start: this.epoch + start,
+      end: this.epoch + end,
+      seqs: live.length,
+      tokens,
+      prefillSeqs,
+      links,
+    });
   }
 
   /** Embedding rows for positions [start, start+n) of a request's prompt, chunk-relative. */
@@ -308,10 +339,16 @@ export class Engine {
     const held = r.embeds.get(hash);
     if (held) return held;
     let arrays = this.encoderCache.get(hash);
+    if (arrays && r.vision) {
+      const t = this.epoch + this.now();
+      r.vision.push({ start: t, end: t, slices: slices.length, cacheHit: true });
+    }
     if (!arrays) {
       const t0 = this.now();
       arrays = await this.model.encodeSlices(slices.map((s) => ({ width: s.width, height: s.height, rgb: s.rgb })));
-      r.visionMs += this.now() - t0;
+      const t1 = this.now();
+      r.visionMs += t1 - t0;
+      r.vision?.push({ start: this.epoch + t0, end: this.epoch + t1, slices: slices.length, cacheHit: false });
       const want = this.model.info.queryNum * this.model.info.hiddenSize;
       if (arrays.length !== slices.length || arrays.some((a) => a.length !== want))
         throw new EngineDeadError(`encodeSlices returned ${arrays.length} arrays for ${slices.length} slices`);
@@ -442,7 +479,10 @@ export class Engine {
   private finishRequest(r: RequestState): void {
     this.scheduler.finish(r);
     this.requests.delete(r.id);
-    const start = r.firstScheduledAt ?? this.now();
+    const now = this.now();
+    const start = r.firstScheduledAt ?? now;
+    const e = this.epoch;
+    const at = (t: number | undefined) => (t === undefined ? undefined : e + t);
     r.emit({
       type: "final",
       usage: {
@@ -457,6 +497,18 @@ export class Engine {
         prefillMs: (r.firstTokenAt ?? start) - start,
         decodeMs: (r.lastTokenAt ?? 0) - (r.firstTokenAt ?? 0),
       },
+      ...(r.vision
+        ? {
+            timeline: {
+              arrivedAt: e + r.arrivedAt,
+              scheduledAt: at(r.firstScheduledAt),
+              firstTokenAt: at(r.firstTokenAt),
+              lastTokenAt: at(r.lastTokenAt),
+              endedAt: e + now,
+              vision: r.vision,
+            },
+          }
+        : {}),
     });
   }
 

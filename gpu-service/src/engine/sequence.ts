@@ -8,7 +8,7 @@ import type { MediaSpan } from "./kv-cache-manager";
 import type { OutputText } from "./output-text";
 import type { Rng } from "./sampler";
 import type { SchedGroup, SchedSeq } from "./scheduler";
-import type { EngineEvent, EngineRequest, MediaInput, SamplingParams } from "./types";
+import type { EngineEvent, EngineRequest, MediaInput, SamplingParams, VisionRecord } from "./types";
 
 /** One sequence: the prompt plus one completion (or one beam). */
 export class Seq implements SchedSeq {
@@ -63,6 +63,8 @@ export class RequestState implements SchedGroup<Seq> {
   firstTokenAt: number | undefined;
   lastTokenAt: number | undefined;
   visionMs = 0;
+  /** Vision lookups, recorded only for traced requests. */
+  readonly vision: VisionRecord[] | undefined;
 
   constructor(
     readonly req: EngineRequest,
@@ -71,6 +73,7 @@ export class RequestState implements SchedGroup<Seq> {
     now: number,
   ) {
     this.arrivedAt = now;
+    this.vision = req.trace ? [] : undefined;
   }
 
   get id(): string {
