@@ -1,9 +1,10 @@
 /**
  * The edge against the official `openai` npm client, unmodified, over real HTTP and real gRPC.
  *
- * NOTE: the preprocess and gpu-service processes cannot serve Prepare/Generate yet, so the backends here are
- * fake gRPC servers (test/helpers/fake-backends.ts) behind the edge's real gRPC clients; the edge runs
- * in-process on @hono/node-server. Once the stack serves tiny-a, point these tests at `npm start` instead.
+ * NOTE: this is the edge's own test over real sockets: the backends are scripted gRPC servers
+ * (test/helpers/fake-backends.ts) behind the edge's real gRPC clients, so edge behaviour that depends on exact backend
+ * answers (metadata, cancellation, mid-stream failures) is deterministic. The same client against the real stack
+ * with tiny-a is test/openai-stack.test.ts.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import type { Server } from "node:http";

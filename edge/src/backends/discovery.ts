@@ -52,7 +52,7 @@ export class GpuDiscovery {
   /** Addresses of IP-literal entries: always in the pool. */
   private readonly fixed = new Set<string>();
   /** Hostname entries and the addresses each resolved to last time. */
-  private readonly named = new Map<string, { host: string; port: number; addresses: string[] }>();
+  private readonly named = new Map<string, { host: string; port: number; addresses: string[]; failing?: boolean }>();
   /** Addresses this discovery has put in the pool. */
   private readonly current = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
@@ -94,8 +94,11 @@ export class GpuDiscovery {
       [...this.named].map(async ([entry, n]) => {
         try {
           n.addresses = [...new Set(await this.resolve(n.host))].map((ip) => formatAddress(ip, n.port));
+          n.failing = false;
         } catch (err) {
-          this.events.onError?.(entry, err instanceof Error ? err : new Error(String(err)));
+          // Report the first failure of a run only: a name that stays unresolvable would log every poll.
+          if (!n.failing) this.events.onError?.(entry, err instanceof Error ? err : new Error(String(err)));
+          n.failing = true;
         }
       }),
     );
