@@ -20,7 +20,7 @@ import { alive } from "./helpers/ports";
 import { type Stack, startStack } from "./helpers/stack";
 import { makeMp4 } from "./web-chat-scenario";
 
-const GOLDEN = "/work/shared/golden";
+const GOLDEN = join(import.meta.dirname, "../../shared/golden");
 const MODEL = "tiny-a";
 
 const pngUrl = (name: string) =>

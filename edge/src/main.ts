@@ -31,7 +31,10 @@ async function main(): Promise<void> {
   discovery.events = {
     onChange: (added, removed) => logger.info({ added, removed }, "gpu-service replicas changed"),
     onError: (entry, err) =>
-      logger.warn({ entry, err: err.message }, "gpu-service lookup failed; keeping the last addresses (logged again only after it recovers)"),
+      logger.warn(
+        { entry, err: err.message },
+        "gpu-service lookup failed; keeping the last addresses (logged again only after it recovers)",
+      ),
   };
   await discovery.refresh();
   const shutdown = new AbortController();
