@@ -12,20 +12,15 @@
  *    (prefix-cache hit, no vision encode), and the same image with another question;
  *  - KV cache bytes per token.
  */
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+
 import { parseArgs } from "node:util";
 import { loadTokenizer } from "@minicpmv/preprocess/tokenizer";
-import {
-  DEFAULT_CACHE_DIR,
-  ensureTinyCheckpoint,
-  generateCheckpoint,
-  isPresetName,
-  type PresetName,
-} from "../gpu-service/src/checkpoint";
+import { isPresetName, type PresetName } from "../gpu-service/src/checkpoint";
 import { LocalEngine } from "../gpu-service/src/engine/engine-handle";
+import { greedyParams } from "../gpu-service/src/engine/sampler";
 import type { EngineRequest, MediaInput, SamplingParams } from "../gpu-service/src/engine/types";
 import { createModelRunner } from "../gpu-service/src/model";
+import { ASSISTANT_TURN, lcg, presetCheckpoint, randomTextPrompt, SYSTEM_AND_USER } from "./common";
 
 const { values: args } = parseArgs({
   options: {
@@ -48,40 +43,9 @@ const levels = (args.concurrency as string).split(",").map(Number);
 const imageSide = Number(args.image);
 if (imageSide % 448 !== 0) throw new Error(`--image: must be a multiple of 448, got ${imageSide}`);
 
-async function modelDir(): Promise<string> {
-  if (preset === "tiny-a") return ensureTinyCheckpoint();
-  const dir = join(DEFAULT_CACHE_DIR, "checkpoints", preset);
-  if (!existsSync(join(dir, "config.json"))) await generateCheckpoint({ config: preset, outDir: dir });
-  return dir;
-}
+const GREEDY: SamplingParams = greedyParams(tokens, { ignoreEos: true });
 
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  repetitionPenalty: 1,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  seed: undefined,
-  maxTokens: tokens,
-  minTokens: 0,
-  stop: [],
-  stopTokenIds: [],
-  ignoreEos: true,
-  n: 1,
-  beamWidth: 1,
-  logprobs: false,
-  topLogprobs: 0,
-};
-
-let seed = 1;
-const rand = () => {
-  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-  return seed / 2 ** 32;
-};
-const SYS = [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198];
-const TAIL = [151645, 198, 151644, 77091, 198];
+const rand = lcg();
 let ids = 0;
 const req = (tokenIds: number[], media: MediaInput[] = [], params = GREEDY): EngineRequest => ({
   id: `b${ids++}`,
@@ -93,12 +57,12 @@ const req = (tokenIds: number[], media: MediaInput[] = [], params = GREEDY): Eng
 /** One 1344x1344 image as the preprocessor would cut it: overview + 3x3 tiles of 448x448. */
 function imagePrompt(question: number[]): EngineRequest {
   const grid = imageSide / 448;
-  const tokenIds = [...SYS, 151658, 15, 151659];
+  const tokenIds = [...SYSTEM_AND_USER, 151658, 15, 151659];
   const slices: MediaInput["slices"] = [];
   const pixels = (k: number) => {
     const rgb = new Uint8Array(448 * 448 * 3);
-    seed = 777 + k;
-    for (let i = 0; i < rgb.length; i++) rgb[i] = (rand() * 256) | 0;
+    const pixelRand = lcg(777 + k);
+    for (let i = 0; i < rgb.length; i++) rgb[i] = (pixelRand() * 256) | 0;
     return rgb;
   };
   const place = (open: number, close: number, k: number) => {
@@ -112,12 +76,12 @@ function imagePrompt(question: number[]): EngineRequest {
     for (let c = 0; c < grid; c++) place(151656, 151657, 1 + r * grid + c);
     tokenIds.push(198);
   }
-  tokenIds.push(...question, ...TAIL);
+  tokenIds.push(...question, ...ASSISTANT_TURN);
   return req(tokenIds, [{ modality: "image", contentHash: `bench-${imageSide}`, slices }], { ...GREEDY, maxTokens: 1 });
 }
 
 async function main() {
-  const dir = await modelDir();
+  const dir = await presetCheckpoint(preset);
   const t0 = performance.now();
   const model = await createModelRunner({
     modelDir: dir,
@@ -154,7 +118,7 @@ async function main() {
     let end = 0;
     await Promise.all(
       Array.from({ length: c }, async () => {
-        const prompt = [...SYS, ...Array.from({ length: 32 }, () => 1000 + ((rand() * 100_000) | 0)), ...TAIL];
+        const prompt = randomTextPrompt(32, rand);
         let first = true;
         for await (const ev of eng.generate(req(prompt))) {
           if (ev.type !== "token") continue;

@@ -1,23 +1,7 @@
-/**
- * Model-layer benchmark (not a test): build/load time, vision ms per 448x448 slice, prefill tok/s, decode tok/s at
- * batch 1/4/16, peak RSS, and decode as a fraction of the memory-bandwidth bound.
- *
- *   npx tsx bench/model.ts [--preset qwen2-0.5b] [--weights f32|int4] [--ctx 512] [--threads 2] [--compare 256]
- *
- * `--compare N` also runs int4 against f32 along the f32 greedy path and reports top-1 agreement over N positions.
- */
-import { existsSync } from "node:fs";
-import { join } from "node:path";
 import { parseArgs } from "node:util";
-import {
-  DEFAULT_CACHE_DIR,
-  ensureTinyCheckpoint,
-  generateCheckpoint,
-  isPresetName,
-  PRESETS,
-  type PresetName,
-} from "../gpu-service/src/checkpoint";
+import { isPresetName, PRESETS, type PresetName } from "../gpu-service/src/checkpoint";
 import { createModelRunner, type ModelRunner, type OrtModelRunner } from "../gpu-service/src/model";
+import { presetCheckpoint } from "./common";
 
 const { values: args } = parseArgs({
   options: {
@@ -42,17 +26,6 @@ if (!["f32", "int4", "f16"].includes(weights)) throw new Error(`--weights: must 
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const argmax = (x: Float32Array) => x.reduce((best, v, i) => (v > (x[best] as number) ? i : best), 0);
-
-async function modelDir(): Promise<string> {
-  if (preset === "tiny-a") return ensureTinyCheckpoint();
-  const dir = join(DEFAULT_CACHE_DIR, "checkpoints", preset);
-  if (!existsSync(join(dir, "config.json"))) {
-    const t0 = performance.now();
-    await generateCheckpoint({ config: preset, outDir: dir });
-    console.log(`generated ${preset} checkpoint in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  }
-  return dir;
-}
 
 /** Memory bandwidth of a large typed-array copy (bytes read + written per second). */
 function measureBandwidth(): number {
@@ -90,7 +63,7 @@ async function open(w: "f32" | "int4" | "f16", dir: string, numBlocks: number) {
   return { r, ms: performance.now() - t0 };
 }
 
-const dir = await modelDir();
+const dir = await presetCheckpoint(preset);
 const bw = measureBandwidth();
 const BS = 16;
 const ctxBlocks = Math.ceil(ctx / BS);

@@ -21,6 +21,7 @@
  * attributed share is the robust figure. It leaves out GC of span objects and the worker's step batching
  * (one postMessage per 100 ms).
  */
+
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
@@ -29,10 +30,12 @@ import { startTelemetry } from "@minicpmv/proto/telemetry";
 import { context, trace } from "@opentelemetry/api";
 import { ensureTinyCheckpoint } from "../gpu-service/src/checkpoint";
 import { type EngineHandle, LocalEngine } from "../gpu-service/src/engine/engine-handle";
+import { greedyParams } from "../gpu-service/src/engine/sampler";
 import type { EngineRequest, SamplingParams } from "../gpu-service/src/engine/types";
 import { createModelRunner } from "../gpu-service/src/model";
 import { recordRequestSpans, recordStep, traceLinkOf } from "../gpu-service/src/tracing";
 import { WorkerEngine } from "../gpu-service/src/worker";
+import { lcg, randomTextPrompt } from "./common";
 
 const { values: args } = parseArgs({
   options: {
@@ -67,33 +70,9 @@ async function startSink(): Promise<{ endpoint: string; bytes: () => number; clo
   };
 }
 
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  repetitionPenalty: 1,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  seed: undefined,
-  maxTokens: tokens,
-  minTokens: 0,
-  stop: [],
-  stopTokenIds: [],
-  ignoreEos: true,
-  n: 1,
-  beamWidth: 1,
-  logprobs: false,
-  topLogprobs: 0,
-};
-const SYS = [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198];
-const TAIL = [151645, 198, 151644, 77091, 198];
+const GREEDY: SamplingParams = greedyParams(tokens, { ignoreEos: true });
 let ids = 0;
-let seed = 1;
-const rand = () => {
-  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-  return seed / 2 ** 32;
-};
+const rand = lcg();
 
 async function main() {
   const sink = await startSink();
@@ -166,7 +145,7 @@ async function main() {
     let end = 0;
     await Promise.all(
       Array.from({ length: concurrency }, async () => {
-        const tokenIds = [...SYS, ...Array.from({ length: 32 }, () => 1000 + ((rand() * 100_000) | 0)), ...TAIL];
+        const tokenIds = randomTextPrompt(32, rand);
         const req: EngineRequest = {
           id: `t${ids++}`,
           prompt: {

@@ -1,27 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { Engine, type EngineConfig } from "./engine";
 import { FakeModel, type FakeModelOptions, fakeTokens } from "./fake-model.test-support";
+import { greedyParams } from "./sampler";
 import type { EngineEvent, EngineRequest, MediaInput, SamplingParams } from "./types";
 
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  repetitionPenalty: 1,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  seed: undefined,
-  maxTokens: 12,
-  minTokens: 0,
-  stop: [],
-  stopTokenIds: [],
-  ignoreEos: false,
-  n: 1,
-  beamWidth: 1,
-  logprobs: false,
-  topLogprobs: 0,
-};
+const GREEDY: SamplingParams = greedyParams(12);
 const SAMPLED: SamplingParams = { ...GREEDY, temperature: 0.8, topP: 0.9, topK: 20, seed: 99n };
 
 const CFG: EngineConfig = {

@@ -230,3 +230,27 @@ export function logprobsOf(
     top: topKIndices(logits, topN).map((id) => ({ tokenId: id, logprob: lp(id) })),
   };
 }
+
+/** Greedy decoding with no penalties (tests and benchmarks): temperature 0, everything else neutral. */
+export function greedyParams(maxTokens: number, overrides: Partial<SamplingParams> = {}): SamplingParams {
+  return {
+    temperature: 0,
+    topP: 1,
+    topK: 0,
+    minP: 0,
+    repetitionPenalty: 1,
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+    seed: undefined,
+    maxTokens,
+    minTokens: 0,
+    stop: [],
+    stopTokenIds: [],
+    ignoreEos: false,
+    n: 1,
+    beamWidth: 1,
+    logprobs: false,
+    topLogprobs: 0,
+    ...overrides,
+  };
+}
