@@ -276,6 +276,43 @@ describe("the openai client against the real stack (tiny-a)", () => {
     // detokeniser bug at the first token, where such bugs live.
     expect(r.choices[0]?.message.content).toBe(tokenizer.decode(meta.greedy_tokens, { skipSpecialTokens: true }));
   });
+
+  it("previews a request's cost with /v1/chat/completions/render, without generating", async () => {
+    const meta = JSON.parse(readFileSync(join(GOLDEN, "tiny-a/iii_one_image_sliced/meta.json"), "utf8")) as Golden & {
+      final_prompt: string;
+    };
+    const [image, question] = meta.msgs_content as [string, string];
+    const res = await fetch(`${stack.edgeUrl}/v1/chat/completions/render`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: MODEL, messages: [userMessage({ image: [pngUrl(image)] }, question)] }),
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as Record<string, unknown>;
+    expect(body).toMatchObject({
+      prompt_tokens: meta.num_tokens,
+      prompt_tokens_details: {
+        image_tokens: IMAGE_640x480,
+        text_tokens: meta.num_tokens - IMAGE_640x480,
+        video_tokens: 0,
+      },
+      media: [
+        {
+          type: "image",
+          source_size: [640, 480],
+          grid: [2, 1],
+          slices: 3,
+          slice_sizes: [
+            [518, 392],
+            [364, 546],
+            [364, 546],
+          ],
+          placeholder_tokens: 192,
+        },
+      ],
+      prompt_text: meta.final_prompt,
+    });
+  });
 });
 
 /**
