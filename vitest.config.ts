@@ -9,6 +9,7 @@ export default defineConfig({
     // Tests must pass on a loaded 2-core machine: generous timeouts, no timing assertions.
     testTimeout: 120_000,
     hookTimeout: 300_000,
+    reporters: ["default", "./scripts/summary-reporter.ts"],
     pool: "forks",
     maxWorkers: 2,
   },
