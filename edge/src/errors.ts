@@ -114,6 +114,25 @@ export function isBackendFailure(err: unknown): boolean {
 const CONTEXT_RE = /context|too long|max_prompt_tokens|max_model_len|exceeds the model/i;
 
 /**
+ * Backend messages name fields by the gRPC contract's path (`messages[0].parts[1].image.url`); clients sent
+ * OpenAI's (`messages[0].content[1].image_url.url`). Content parts map one to one, so the path translates.
+ */
+export function toOpenAiFieldPath(message: string): { message: string; param: string | undefined } {
+  const translated = message.replace(
+    /\bmessages\[(\d+)\]\.parts\[(\d+)\](?:\.(image|video|text)\b)?/g,
+    (_m, i: string, j: string, kind?: string) =>
+      `messages[${i}].content[${j}]${kind === "image" ? ".image_url" : kind === "video" ? ".video_url" : kind === "text" ? ".text" : ""}`,
+  );
+  const param = /^(messages\[\d+\]\.content\[\d+\][\w.]*)/.exec(translated)?.[1];
+  return { message: translated, param };
+}
+
+function invalidRequest(message: string, extra: { backendCode: string }): EdgeError {
+  const { message: m, param } = toOpenAiFieldPath(message);
+  return new EdgeError("invalid_request", m, param === undefined ? extra : { ...extra, param });
+}
+
+/**
  * Maps a backend's gRPC status (by name, e.g. "RESOURCE_EXHAUSTED") to an EdgeError:
  * RESOURCE_EXHAUSTED -> 429 + Retry-After, UNAVAILABLE -> 503, INVALID_ARGUMENT / FAILED_PRECONDITION /
  * NOT_FOUND / PERMISSION_DENIED (a media URL that may not or cannot be fetched) -> 400, OUT_OF_RANGE or an
@@ -138,11 +157,11 @@ export function backendError(
     case "INVALID_ARGUMENT":
       if (CONTEXT_RE.test(message))
         return new EdgeError("context_too_long", message, { ...extra, param: "messages", reason: "context_too_long" });
-      return new EdgeError("invalid_request", message, extra);
+      return invalidRequest(message, extra);
     case "FAILED_PRECONDITION":
     case "NOT_FOUND":
     case "PERMISSION_DENIED":
-      return new EdgeError("invalid_request", message, extra);
+      return invalidRequest(message, extra);
     case "DEADLINE_EXCEEDED":
       return new EdgeError("timeout", `${msg} (the request's deadline passed)`, extra);
     case "CANCELLED":
