@@ -113,6 +113,32 @@ describe("Engine", () => {
     expect(tight.engine.pool.numUsed).toBe(0);
   });
 
+  it("lets a higher-priority request displace a running one at the running limit, same tokens", async () => {
+    const ref = make();
+    const alone = collect(ref.engine, request(prompt(4, 7), { maxTokens: 10 }, [], 5));
+    await drain(ref.engine);
+
+    const { engine } = make({}, { maxRunning: 1 });
+    const order: string[] = [];
+    const lowReq = request(prompt(4, 7), { maxTokens: 10 }, [], 5);
+    const low = collect(engine, lowReq);
+    for (let i = 0; i < 4; i++) await engine.step(); // prefill + 3 decodes
+    expect(low.tokens[0]).toHaveLength(4);
+    const highReq = request(prompt(9, 5), { maxTokens: 6 }, [], 0);
+    const high = collect(engine, highReq);
+    for (;;) {
+      if (!engine.hasWork()) break;
+      await engine.step();
+      if (high.final !== undefined && !order.includes("high")) order.push("high");
+      if (low.final !== undefined && !order.includes("low")) order.push("low");
+    }
+    expect(order).toEqual(["high", "low"]);
+    expect(engine.stats().preemptions).toBe(1);
+    expect(high.tokens[0]).toHaveLength(6);
+    expect(low.tokens).toEqual(alone.tokens);
+    expect(engine.pool.numUsed).toBe(0);
+  });
+
   it("reuses cached prefix blocks across requests and reports cached tokens", async () => {
     const { engine, model } = make();
     const p = prompt(5, 18); // 4 full blocks + 2

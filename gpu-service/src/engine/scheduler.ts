@@ -9,7 +9,11 @@
  *  2. running sequences still prefilling, in chunks that fit the rest of the budget (chunked prefill,
  *     so a long multimodal prompt never holds back the decodes of 1.);
  *  3. waiting requests by (priority, arrival), prefix-cache hits skipped, while budget, blocks and the
- *     running limit allow (only in steps that preempted nothing).
+ *     running limit allow (only in steps that preempted nothing in 1. and 2.). When the best waiting
+ *     request does not fit (running limit or blocks) but would fit with every running request of
+ *     strictly lower priority (larger `priority` value) gone, those are preempted one at a time, the
+ *     lowest-priority latest first, until it fits (vLLM's priority policy). Equal priorities never
+ *     preempt each other, and nothing is preempted for a request that would not fit anyway.
  * When a running sequence cannot get a block, the lowest-priority, latest-arrived running request is
  * preempted: all its blocks are freed and it returns to the waiting queue to be recomputed later (its
  * generated tokens are kept, so it resumes where it stopped). A request that cannot fit even alone fails.
@@ -223,10 +227,52 @@ export class Scheduler<S extends SchedSeq = SchedSeq> {
       }
     }
 
-    // 3: waiting requests, only when nothing had to be preempted.
+    /**
+     * Whether `group`'s first chunk would be admitted if the running requests `victims` were preempted
+     * first: the running limit, and the blocks of its first sequence's first chunk (budget-capped, after
+     * its cached prefix) against the free blocks plus those only the victims hold.
+     */
+    const fitsWithout = (group: SchedGroup<S>, victims: readonly SchedGroup<S>[]): boolean => {
+      let seqs = this.numRunningSeqs + group.seqs.length;
+      let avail = budget;
+      const refs = new Map<number, number>();
+      for (const v of victims) {
+        seqs -= v.seqs.length;
+        for (const e of out.scheduled) if (e.group === v) avail += e.numNew;
+        for (const s of v.seqs) for (const b of s.blockTable) refs.set(b, (refs.get(b) ?? 0) + 1);
+      }
+      if (seqs > this.config.maxRunning) return false;
+      const seq = group.seqs.find((s) => s.tokens.length > s.numComputed);
+      if (seq === undefined || avail <= 0) return false;
+      const freed = (b: number) => this.kv.pool.refCount(b) === (refs.get(b) ?? 0);
+      let free = this.kv.pool.numFree;
+      for (const b of refs.keys()) if (freed(b)) free++;
+      const fresh = seq.blockTable.length === 0 && seq.numComputed === 0;
+      const pre = fresh ? this.kv.findCachedPrefix(seq) : { blocks: [], numTokens: 0 };
+      const computed = seq.numComputed + pre.numTokens;
+      const numNew = Math.min(seq.tokens.length - computed, avail);
+      let need = Math.max(0, this.kv.blocksFor(computed + numNew) - seq.blockTable.length - pre.blocks.length);
+      for (const b of pre.blocks) if (freed(b)) need++; // revived from the free queue
+      return need <= free;
+    };
+
+    // 3: waiting requests, only when nothing had to be preempted in 1 + 2.
     if (out.preempted.length === 0) {
       while (budget > 0 && this.waiting.length > 0) {
         const group = this.waiting[0] as SchedGroup<S>;
+        // Never re-admit a request preempted for another one in this same step.
+        if (out.preempted.includes(group)) break;
+        if (!fitsWithout(group, [])) {
+          const lower = this.running.filter((g) => g.priority > group.priority);
+          // NOTE: check first, so nothing is preempted for a request that cannot fit anyway.
+          if (lower.length === 0 || !fitsWithout(group, lower)) break;
+          for (;;) {
+            const victim = this.pickVictim();
+            if (victim === undefined || victim.priority <= group.priority) break;
+            preempt(victim);
+            if (fitsWithout(group, [])) break;
+          }
+        }
         if (this.numRunningSeqs + group.seqs.length > this.config.maxRunning) break;
         let placed = 0;
         let blocked = false;
