@@ -162,6 +162,8 @@ const FINISH: Record<string, FinishReason> = {
   abort: FinishReason.ABORT,
 };
 
+const utf8 = new TextDecoder();
+
 /** One engine event as a GenerateResponse (errors are thrown as gRPC statuses). */
 export function toResponse(ev: EngineEvent): MessageInitShape<typeof GenerateResponseSchema> {
   switch (ev.type) {
@@ -170,7 +172,7 @@ export function toResponse(ev: EngineEvent): MessageInitShape<typeof GenerateRes
         tokenId: t.tokenId,
         logprob: t.logprob,
         bytes: t.bytes,
-        token: new TextDecoder().decode(t.bytes),
+        token: utf8.decode(t.bytes),
       });
       return {
         event: {
