@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PreprocessError } from "../errors";
+import { InlineRunner, type MediaRunner } from "../pool";
 import { prepare } from "../prepare";
 import { failure, testDeps } from "../testing/fixtures";
 import { decodeVideo, type VideoOptions } from "./decode-video";
@@ -196,10 +197,18 @@ describe("videos through prepare()", () => {
       "unavailable",
       "ffmpeg not found; tried FFMPEG_PATH=/nope (not an executable file)",
     ]);
+    // Cancel while the video is being decoded: the first sampled frame handed to the media runner aborts the
+    // request (deterministic, unlike a timer that a fast machine outruns).
     const ac = new AbortController();
-    const p = prepare(req, testDeps(), ac.signal);
-    setTimeout(() => ac.abort(), 50);
-    const cancelled = await failure(p);
+    const inline = new InlineRunner();
+    const abortingRunner: MediaRunner = {
+      run: (task, signal) => {
+        ac.abort();
+        return inline.run(task, signal);
+      },
+      close: () => inline.close(),
+    };
+    const cancelled = await failure(prepare(req, testDeps({}, abortingRunner), ac.signal));
     expect(cancelled.kind).toBe("cancelled");
     expect(liveFfmpegProcesses()).toBe(0);
     expect(ffmpegChildren()).toEqual([]);
