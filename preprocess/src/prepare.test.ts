@@ -210,7 +210,7 @@ describe("prepare() errors", () => {
     const e2 = await run([{ role: "user", parts: [text("x")] }], { maxSliceNums: 0 });
     expect(e2.message).toBe("options.max_slice_nums must be an integer in [1, 16], got 0");
     const e3 = await run([{ role: "assistant", parts: [text("x")] }]);
-    expect(e3.message).toBe("the first non-system message must be from the user, got assistant");
+    expect(e3.message).toBe("messages[0].role: the first non-system message must be from the user, got assistant");
     const e4 = await run([{ role: "user", parts: [{ type: "image", source: { url: "http://127.0.0.1/x.png" } }] }]);
     expect(e4.message).toBe("messages[0].parts[0].image.url: this service does not fetch URLs");
   });

@@ -130,9 +130,12 @@ function validateMessages(messages: readonly ChatTurn[], limits: PrepareLimits):
       if (m.role === "system" && p.type !== "text") throw invalid(`messages[${i}]: a system message holds text only`);
     });
   });
-  const first = messages[0]?.role === "system" ? messages[1] : messages[0];
+  const firstAt = messages[0]?.role === "system" ? 1 : 0;
+  const first = messages[firstAt];
   if (!first) throw invalid("messages must hold at least one user message");
-  if (first.role !== "user") throw invalid(`the first non-system message must be from the user, got ${first.role}`);
+  if (first.role !== "user") {
+    throw invalid(`messages[${firstAt}].role: the first non-system message must be from the user, got ${first.role}`);
+  }
   if (images > limits.maxImagesPerRequest) {
     throw exhausted(`the request has ${images} images, over the limit of ${limits.maxImagesPerRequest}`);
   }
