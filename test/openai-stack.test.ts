@@ -77,6 +77,7 @@ describe("the openai client against the real stack (tiny-a)", () => {
   it("lists the model and answers a non-streaming request", async () => {
     const models = await client.models.list();
     expect(models.data.map((m) => m.id)).toEqual([MODEL]);
+    expect(await client.models.retrieve(MODEL)).toMatchObject({ id: MODEL, object: "model" });
     const r = await client.chat.completions.create({
       model: MODEL,
       messages: [
@@ -210,6 +211,20 @@ describe("the openai client against the real stack (tiny-a)", () => {
       // Greedy: the chosen token is the most likely one.
       expect(t.top_logprobs[0]).toEqual({ token: t.token, logprob: t.logprob, bytes: t.bytes });
     }
+  });
+
+  it("applies logit_bias: +100 makes one token the whole answer", async () => {
+    const tokenizer = await loadTokenizer(stack.modelDir);
+    const [yes] = tokenizer.encodePlain("Yes");
+    const r = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: "user", content: "Is it?" }],
+      max_tokens: 3,
+      temperature: 0,
+      ignore_eos: true,
+      logit_bias: { [String(yes)]: 100 },
+    } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    expect(r.choices[0]?.message.content).toBe("YesYesYes");
   });
 
   it("answers n=2 with two choices and adds up their tokens", async () => {

@@ -186,6 +186,7 @@ describe("POST /v1/chat/completions (non-streaming)", () => {
       max_completion_tokens: 5,
       max_tokens: 9,
       priority: -1,
+      logit_bias: { "100": 5, "7": -100 },
       unknown_field: { anything: true },
     });
     expect(res.status).toBe(200);
@@ -204,6 +205,7 @@ describe("POST /v1/chat/completions (non-streaming)", () => {
         ignoreEos: true,
         minTokens: 2,
         maxTokens: 5,
+        logitBias: { 100: 5, 7: -100 },
       },
     });
   });
@@ -340,6 +342,8 @@ describe("validation", () => {
     ],
     ["best_of without beam search", { ...hello, best_of: 3 }, "best_of", /use_beam_search/],
     ["negative repetition_penalty", { ...hello, repetition_penalty: 0 }, "repetition_penalty", />0/],
+    ["a logit_bias key that is no token id", { ...hello, logit_bias: { abc: 1 } }, "logit_bias.abc", /token ids/],
+    ["a logit_bias above 100", { ...hello, logit_bias: { "5": 101 } }, "logit_bias.5", /<=100/],
   ];
   for (const [name, body, param, message] of cases) {
     it(`rejects ${name} with 400 naming ${param}`, async () => {
@@ -804,6 +808,13 @@ describe("GET /health, /v1/models, /metrics, POST render", () => {
     const b2 = (await (await named.app.request("/v1/models")).json()) as { data: { id: string }[] };
     expect(b2.data[0]?.id).toBe("minicpm-v");
     expect((await post(named.app, { ...hello, model: "minicpm-v" })).status).toBe(200);
+    // models.retrieve, with the "/" in the default id.
+    const one = await s.app.request("/v1/models/openbmb/MiniCPM-V-2_6");
+    expect(one.status).toBe(200);
+    expect(await one.json()).toEqual(body.data[0]);
+    const other = await s.app.request("/v1/models/gpt-4o");
+    expect(other.status).toBe(404);
+    expect(await errorOf(other)).toMatchObject({ type: "NotFoundError", param: "model", code: 404 });
   });
 
   it("exposes Prometheus metrics", async () => {

@@ -139,10 +139,20 @@ function unsupported(req: ChatRequest): void {
     throw bad("response_format", `type "${req.response_format.type}" is not supported (only "text")`);
   }
   if (req.tools && req.tools.length > 0) throw bad("tools", "tool calling is not supported");
-  if (req.logit_bias && Object.keys(req.logit_bias).length > 0) throw bad("logit_bias", "logit_bias is not supported");
   if (req.continue_final_message) throw bad("continue_final_message", "continue_final_message is not supported");
   if (req.stream_options && !req.stream) throw bad("stream_options", "stream_options is only allowed with stream=true");
   if (req.top_logprobs && !req.logprobs) throw bad("top_logprobs", "top_logprobs needs logprobs=true");
+}
+
+/** OpenAI's logit_bias (token id strings -> bias) as numeric ids; the gpu-service checks them against the vocabulary. */
+function logitBias(bias: Readonly<Record<string, number>>): Record<number, number> {
+  const out: Record<number, number> = {};
+  for (const [key, value] of Object.entries(bias)) {
+    if (!/^\d{1,9}$/.test(key))
+      throw bad(`logit_bias.${key}`, `keys must be token ids (non-negative integers), got "${key}"`);
+    out[Number(key)] = value;
+  }
+  return out;
 }
 
 /** Builds the Prepare and Generate inputs of a validated request; throws a 400 EdgeError naming the field. */
@@ -215,6 +225,7 @@ export function planChat(req: ChatRequest, limits: RequestLimits): ChatPlan {
   if (req.frequency_penalty != null) params.frequencyPenalty = req.frequency_penalty;
   if (req.seed != null) params.seed = req.seed;
   if (maxTokens !== undefined) params.maxTokens = maxTokens;
+  if (req.logit_bias) params.logitBias = logitBias(req.logit_bias);
 
   if (req.use_beam_search) {
     // Beam search is the reference's sampling=False mode: deterministic, 3 beams, repetition penalty 1.2;

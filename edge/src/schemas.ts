@@ -57,7 +57,7 @@ export function chatRequestSchema(limits: SchemaLimits) {
     stop: z.union([z.string(), z.array(z.string()).max(16)]).nullish(),
     logprobs: z.boolean().nullish(),
     top_logprobs: z.int().min(0).max(20).nullish(),
-    logit_bias: z.record(z.string(), z.number()).nullish(),
+    logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullish(),
     response_format: z.object({ type: z.enum(["text", "json_object", "json_schema"]) }).nullish(),
     tools: z.array(z.unknown()).nullish(),
     tool_choice: z.unknown().optional(),

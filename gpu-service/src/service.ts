@@ -60,6 +60,9 @@ const CODE: Record<EngineErrorKind, grpc.status> = {
   unavailable: grpc.status.UNAVAILABLE,
 };
 
+/** Most logit_bias entries one request may carry. */
+const MAX_LOGIT_BIAS = 1024;
+
 function range(name: string, v: number, lo: number, hi: number, loOpen = false): number {
   if (!Number.isFinite(v) || (loOpen ? v <= lo : v < lo) || v > hi)
     throw bad(`params.${name}: ${v} must be in ${loOpen ? "(" : "["}${lo}, ${hi}]`);
@@ -106,6 +109,14 @@ export function toEngineRequest(req: GenerateRequest, id: string, limits: Servic
   if (topLogprobs > 0 && !p?.logprobs) throw bad("params.top_logprobs: requires params.logprobs");
   if (beam && p?.logprobs) throw bad("params.logprobs: not supported with beam search (params.beam_width > 1)");
   if (beam && stop.length > 0) throw bad("params.stop: not supported with beam search (params.beam_width > 1)");
+  const logitBias = new Map<number, number>();
+  for (const [key, bias] of Object.entries(p?.logitBias ?? {})) {
+    if (!Number.isFinite(bias) || bias < -100 || bias > 100)
+      throw bad(`params.logit_bias[${key}]: ${bias} must be in [-100, 100]`);
+    logitBias.set(Number(key), bias);
+  }
+  if (logitBias.size > MAX_LOGIT_BIAS)
+    throw bad(`params.logit_bias: ${logitBias.size} entries, the limit is ${MAX_LOGIT_BIAS}`);
   const params: SamplingParams = {
     temperature: beam ? 0 : range("temperature", p?.temperature ?? REFERENCE_DEFAULTS.temperature, 0, 100),
     topP: beam ? 1 : range("top_p", p?.topP ?? REFERENCE_DEFAULTS.topP, 0, 1, true),
@@ -130,6 +141,7 @@ export function toEngineRequest(req: GenerateRequest, id: string, limits: Servic
     beamWidth: beam ? beamWidth : 1,
     logprobs: p?.logprobs ?? false,
     topLogprobs,
+    logitBias,
   };
   const media: MediaInput[] = prompt.media.map((m, i) => {
     if (m.modality !== Modality.IMAGE && m.modality !== Modality.VIDEO)

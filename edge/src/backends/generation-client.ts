@@ -86,6 +86,7 @@ export class GrpcGenerationBackend implements GenerationBackend {
           beamWidth: p.beamWidth,
           logprobs: p.logprobs,
           topLogprobs: p.topLogprobs,
+          logitBias: p.logitBias ?? {},
         },
       },
       callOptions(opts),

@@ -99,6 +99,8 @@ export interface GenerationParams {
   beamWidth: number;
   logprobs: boolean;
   topLogprobs: number;
+  /** OpenAI's logit_bias: token id -> bias in [-100, 100]. */
+  logitBias?: Record<number, number>;
 }
 
 /** Input of GenerationService.Generate. */

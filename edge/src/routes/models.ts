@@ -1,27 +1,34 @@
-/** GET /v1/models: the one served model, in vLLM's shape. */
+/** GET /v1/models and GET /v1/models/{id}: the one served model, in vLLM's shape. */
 import type { Hono } from "hono";
 import type { AppContext, EdgeEnv } from "../app";
+import { EdgeError } from "../errors";
 
-/** Registers GET /v1/models. */
+/** Registers GET /v1/models and GET /v1/models/{id} (OpenAI's models.retrieve; ids may contain "/"). */
 export function registerModelRoutes(app: Hono<EdgeEnv>, ctx: AppContext): void {
   const created = Math.floor(Date.now() / 1000);
-  app.get("/v1/models", async (c) => {
+  const card = async () => {
     const id = await ctx.modelName();
     const info = ctx.pool.modelInfo();
-    return c.json({
-      object: "list",
-      data: [
-        {
-          id,
-          object: "model",
-          created,
-          owned_by: "minicpmv",
-          root: info?.modelName || id,
-          parent: null,
-          max_model_len: info?.contextLength ?? null,
-          permission: [],
-        },
-      ],
-    });
+    return {
+      id,
+      object: "model",
+      created,
+      owned_by: "minicpmv",
+      root: info?.modelName || id,
+      parent: null,
+      max_model_len: info?.contextLength ?? null,
+      permission: [],
+    };
+  };
+  app.get("/v1/models", async (c) => c.json({ object: "list", data: [await card()] }));
+  app.get("/v1/models/:id{.+}", async (c) => {
+    const model = await card();
+    const asked = c.req.param("id");
+    if (asked !== model.id) {
+      throw new EdgeError("not_found", `The model \`${asked}\` does not exist (this server serves \`${model.id}\`).`, {
+        param: "model",
+      });
+    }
+    return c.json(model);
   });
 }

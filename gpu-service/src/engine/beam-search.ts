@@ -54,6 +54,7 @@ export class BeamSearch {
     readonly eos: readonly number[],
     readonly minTokens = 0,
     readonly lengthPenalty = 1,
+    readonly logitBias: ReadonlyMap<number, number> = new Map(),
   ) {}
 
   /**
@@ -74,7 +75,12 @@ export class BeamSearch {
       const banned = beam.tokens.length < this.minTokens ? this.eos : [];
       applyPenalties(
         scores,
-        { repetitionPenalty: this.repetitionPenalty, presencePenalty: 0, frequencyPenalty: 0 },
+        {
+          repetitionPenalty: this.repetitionPenalty,
+          presencePenalty: 0,
+          frequencyPenalty: 0,
+          logitBias: this.logitBias,
+        },
         beam.tokens,
         banned,
       );

@@ -288,11 +288,32 @@ describe("Engine", () => {
     expect(() => engine.add(request([1, 2, 99]), () => {})).toThrow(
       "prompt.token_ids[2]: 99 is outside the vocabulary",
     );
+    expect(() => engine.add(request([1, 2], { logitBias: new Map([[64, 1]]) }), () => {})).toThrow(
+      "params.logit_bias: token id 64 is outside the vocabulary (0..63)",
+    );
     expect(() => engine.add(request([1, 2], {}, [image(1, 1)]), () => {})).toThrow(
       "prompt.media[0].slices[0].token_offset: 1 + 4 placeholders exceeds the 2 prompt tokens",
     );
     engine.add(request([1]), () => {});
     expect(() => engine.add(request([2]), () => {})).toThrow("the waiting queue is full (1 requests)");
+  });
+
+  it("applies logit_bias: +100 forces a token, -100 bans the greedy one; logprobs stay raw", async () => {
+    const { engine } = make();
+    const plain = collect(engine, request(prompt(4, 5), { maxTokens: 4 }));
+    await drain(engine);
+    const first = plain.tokens[0]?.[0] as number;
+    const forced = collect(engine, request(prompt(4, 5), { maxTokens: 4, logitBias: new Map([[17, 100]]) }));
+    const banned = collect(
+      engine,
+      request(prompt(4, 5), { maxTokens: 1, logprobs: true, topLogprobs: 1, logitBias: new Map([[first, -100]]) }),
+    );
+    await drain(engine);
+    expect(forced.tokens[0]).toEqual([17, 17, 17, 17]);
+    expect(banned.tokens[0]?.[0]).not.toBe(first);
+    const ev = banned.events.find((e) => e.type === "token");
+    // The raw distribution still ranks the banned token first (vLLM's raw logprobs).
+    expect(ev?.type === "token" && ev.logprobs?.[0]?.top[0]?.tokenId).toBe(first);
   });
 
   it("returns raw logprobs with top alternatives", async () => {

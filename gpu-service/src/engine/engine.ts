@@ -124,6 +124,12 @@ export class Engine {
           "invalid_argument",
           `prompt.token_ids[${i}]: ${t} is outside the vocabulary (0..${info.vocabSize - 1})`,
         );
+    for (const id of req.params.logitBias.keys())
+      if (!Number.isInteger(id) || id < 0 || id >= info.vocabSize)
+        throw new RequestError(
+          "invalid_argument",
+          `params.logit_bias: token id ${id} is outside the vocabulary (0..${info.vocabSize - 1})`,
+        );
     const spans = promptMediaSpans(req.prompt, info.queryNum);
     const params = { ...req.params, maxTokens: Math.min(req.params.maxTokens, info.contextLength - promptLen) };
     const width = Math.max(1, params.beamWidth);
@@ -136,7 +142,15 @@ export class Engine {
       );
     const state = new RequestState({ ...req, params }, this.arrivals++, emit, this.now());
     state.mediaEnd = spans.reduce((m, s) => Math.max(m, s.end), 0);
-    if (width > 1) state.beam = new BeamSearch(width, params.repetitionPenalty, this.stopIds(params), params.minTokens);
+    if (width > 1)
+      state.beam = new BeamSearch(
+        width,
+        params.repetitionPenalty,
+        this.stopIds(params),
+        params.minTokens,
+        1,
+        params.logitBias,
+      );
     const seed = params.seed ?? randomBytes(8).readBigUInt64LE();
     state.seqs.push(this.newSeq(state, 0, [...req.prompt.tokenIds], spans, seed));
     if (!this.scheduler.add(state))

@@ -10,12 +10,22 @@ const table = (words: string[]) => ({ tokenBytes: (id: number) => enc.encode(wor
 describe("sampler", () => {
   it("applies the reference repetition penalty and OpenAI penalties over generated tokens", () => {
     const l = new Float32Array([2, -1, 0.5, 3]);
-    applyPenalties(l, { repetitionPenalty: 1.25, presencePenalty: 0, frequencyPenalty: 0 }, [0, 1, 0]);
+    const none = new Map<number, number>();
+    applyPenalties(l, { repetitionPenalty: 1.25, presencePenalty: 0, frequencyPenalty: 0, logitBias: none }, [0, 1, 0]);
     expect(Array.from(l)).toEqual([1.600000023841858, -1.25, 0.5, 3]);
     const m = new Float32Array([2, -1, 0.5, 3]);
-    applyPenalties(m, { repetitionPenalty: 1, presencePenalty: 0.5, frequencyPenalty: 0.25 }, [0, 1, 0], [3]);
+    const p = { repetitionPenalty: 1, presencePenalty: 0.5, frequencyPenalty: 0.25, logitBias: none };
+    applyPenalties(m, p, [0, 1, 0], [3]);
     // token 0: 2 - 0.5 - 2*0.25 = 1; token 1: -1 - 0.5 - 0.25 = -1.75; token 3 banned.
     expect(Array.from(m)).toEqual([1, -1.75, 0.5, Number.NEGATIVE_INFINITY]);
+    // logit_bias comes first: token 2 gets +4, token 0 gets -3 and then the reference penalty multiplies it.
+    const b = new Float32Array([2, -1, 0.5, 3]);
+    const bias = new Map([
+      [2, 4],
+      [0, -3],
+    ]);
+    applyPenalties(b, { repetitionPenalty: 2, presencePenalty: 0, frequencyPenalty: 0, logitBias: bias }, [0]);
+    expect(Array.from(b)).toEqual([-2, -1, 4.5, 3]);
   });
 
   it("masks with top_k, top_p and min_p", () => {

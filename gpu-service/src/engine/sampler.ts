@@ -2,7 +2,7 @@
  * Token selection over one sequence's logits: penalties, temperature, min-p, top-k, top-p, seeded sampling,
  * and log probabilities.
  *
- *   logits ─> min_tokens mask ─> repetition penalty ─> presence/frequency ─> (greedy: argmax)
+ *   logits ─> logit_bias ─> min_tokens mask ─> repetition penalty ─> presence/frequency ─> (greedy: argmax)
  *          ─> / temperature ─> min_p ─> top_k ─> top_p ─> sample with the sequence's RNG
  *
  * Semantics:
@@ -75,15 +75,16 @@ export function tokenCounts(generated: readonly number[]): Map<number, number> {
 }
 
 /**
- * Applies the min_tokens mask and the penalties in place.
+ * Applies the logit bias, the min_tokens mask and the penalties in place.
  * @param banned ids forced to -Infinity (stop ids while min_tokens is not reached)
  */
 export function applyPenalties(
   logits: Float32Array,
-  p: Pick<SamplingParams, "repetitionPenalty" | "presencePenalty" | "frequencyPenalty">,
+  p: Pick<SamplingParams, "repetitionPenalty" | "presencePenalty" | "frequencyPenalty" | "logitBias">,
   generated: readonly number[],
   banned: readonly number[] = [],
 ): void {
+  for (const [id, bias] of p.logitBias) if (id < logits.length) logits[id] = (logits[id] as number) + bias;
   for (const id of banned) if (id < logits.length) logits[id] = Number.NEGATIVE_INFINITY;
   if (generated.length === 0) return;
   const counts = tokenCounts(generated);
@@ -251,6 +252,7 @@ export function greedyParams(maxTokens: number, overrides: Partial<SamplingParam
     beamWidth: 1,
     logprobs: false,
     topLogprobs: 0,
+    logitBias: new Map(),
     ...overrides,
   };
 }

@@ -87,6 +87,8 @@ export interface SamplingParams {
   beamWidth: number;
   logprobs: boolean;
   topLogprobs: number;
+  /** Added to these token ids' logits before the penalties (OpenAI's logit_bias); ids are inside the vocabulary. */
+  logitBias: ReadonlyMap<number, number>;
 }
 
 /** W3C ids of the span a request's engine work belongs to; set only when tracing is on. */
