@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -148,17 +148,33 @@ describe("loadCheckpoint round trip", () => {
     await expect(ck.readTensor(specs[0]?.name as string)).rejects.toThrow("checkpoint is closed");
   });
 
-  it("content hash depends on the weights layout and config only", async () => {
+  it("content hash covers config and every weight byte; the digest memo skips unchanged files only", async () => {
     const a = await makeDir(() => "BF16");
     const b = await makeDir(() => "BF16");
     const c = await makeDir(() => "F32");
-    const hash = async (d: string) => {
-      const ck = await loadCheckpoint(d);
+    const hash = async (d: string, hashMemo?: string) => {
+      const ck = await loadCheckpoint(d, hashMemo ? { hashMemo } : {});
       await ck.close();
       return ck.contentHash;
     };
     expect(await hash(a)).toBe(await hash(b));
     expect(await hash(a)).not.toBe(await hash(c));
+    // Same config and header, one weight byte different (another seed or a fine-tune): another key.
+    const file = join(b, "model.safetensors");
+    const bytes = readFileSync(file);
+    const last = bytes.length - 1;
+    bytes[last] = (bytes[last] as number) ^ 1;
+    writeFileSync(file, bytes);
+    expect(await hash(b)).not.toBe(await hash(a));
+    // The memo answers for an unchanged file and is bypassed once the file is rewritten.
+    const memo = join(b, "digests.json");
+    const before = await hash(b, memo);
+    expect(Object.keys(JSON.parse(readFileSync(memo, "utf8")))).toHaveLength(1);
+    expect(await hash(b, memo)).toBe(before);
+    bytes[last] = (bytes[last] as number) ^ 1;
+    writeFileSync(file, bytes);
+    utimesSync(file, new Date(), new Date(Date.now() + 5000));
+    expect(await hash(b, memo)).toBe(await hash(a));
   });
 });
 

@@ -9,6 +9,7 @@ import { readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { type Dtype, isSupportedDtype, widenToF32 } from "./dtype";
 import { expectedTensors } from "./expected-tensors";
+import { fileDigest } from "./file-hash";
 import { type ModelConfig, parseModelConfig } from "./model-config";
 import {
   IO_CHUNK_BYTES,
@@ -22,7 +23,10 @@ import {
 export interface Checkpoint {
   readonly dir: string;
   readonly config: ModelConfig;
-  /** sha256 over config.json, preprocessor_config.json, every safetensors header and file size: a cache key. */
+  /**
+   * sha256 over config.json, preprocessor_config.json and every safetensors file's name and whole-content
+   * sha256: the graph-cache key (two checkpoints that differ only in their weights get different keys).
+   */
   readonly contentHash: string;
   /** Names of the expected tensors, in module order. */
   tensorNames(): string[];
@@ -81,8 +85,10 @@ async function resolveShards(dir: string): Promise<{ files: string[]; weightMap:
  * Loads and validates a checkpoint: config keys, every expected tensor present in the file the
  * index names, with the expected shape and a supported dtype, and every data range inside its file.
  * Errors name the file and the tensor.
+ * @param opts.hashMemo JSON file remembering each safetensors file's digest by path, size, mtime and inode,
+ *   so a restart does not reread the weights to compute `contentHash`; without it every load reads them all.
  */
-export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
+export async function loadCheckpoint(dir: string, opts: { hashMemo?: string } = {}): Promise<Checkpoint> {
   const configPath = join(dir, "config.json");
   const preprocessorPath = join(dir, "preprocessor_config.json");
   const config = await readJson(configPath, true);
@@ -126,8 +132,7 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
     hash.update(preprocessor?.bytes ?? Buffer.alloc(0));
     for (const o of opened) {
       hash.update(o.file);
-      hash.update(o.header.headerBytes);
-      hash.update(String(o.header.fileSize));
+      hash.update(await fileDigest(o.fh, o.header.path, opts.hashMemo));
     }
     const contentHash = hash.digest("hex");
     let closed = false;

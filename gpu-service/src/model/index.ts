@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import { DEFAULT_CACHE_DIR, loadCheckpoint } from "../checkpoint";
 import { createRunnerFromWeights, type ModelOptions, type ModelRunner } from "./runner";
 
@@ -10,12 +11,13 @@ export { createRunnerFromWeights, OrtModelRunner } from "./runner";
  * Fails at start when the provider is unavailable. The checkpoint files are closed once the graphs exist.
  */
 export async function createModelRunner(opts: ModelOptions): Promise<ModelRunner> {
-  const ckpt = await loadCheckpoint(opts.modelDir);
+  const cacheDir = opts.cacheDir ?? DEFAULT_CACHE_DIR;
+  const ckpt = await loadCheckpoint(opts.modelDir, { hashMemo: join(cacheDir, "checkpoint-digests.json") });
   const { modelDir, ...rest } = opts;
   try {
     return await createRunnerFromWeights(ckpt, {
       ...rest,
-      cacheDir: opts.cacheDir ?? DEFAULT_CACHE_DIR,
+      cacheDir,
       modelName: ckpt.config.modelName || (modelDir.split(/[\\/]/).filter(Boolean).pop() ?? "minicpmv"),
     });
   } finally {
