@@ -277,10 +277,9 @@ describe("the openai client against the real stack (tiny-a)", () => {
       // No system message: the chat template adds "You are a helpful assistant.", as the reference's does.
       messages: [userMessage({ image: [pngUrl(image)] }, question)],
       max_tokens: 16,
+      // temperature 0 alone is plain greedy, as the reference ran it (chat(sampling=False, num_beams=1,
+      // repetition_penalty=1.0)): the sampling preset's penalty 1.05 would turn step 3 (a repeated token) elsewhere.
       temperature: 0,
-      // The reference ran chat(sampling=False, repetition_penalty=1.0); unset, the penalty would be the
-      // reference chat()'s sampling default 1.05, which turns greedy step 3 (a repeated token) elsewhere.
-      repetition_penalty: 1,
     } as OpenAI.ChatCompletionCreateParamsNonStreaming);
     expect(r.usage?.prompt_tokens).toBe(meta.num_tokens);
     expect(r.usage?.completion_tokens).toBe(meta.greedy_tokens.length);

@@ -6,9 +6,15 @@
 
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { GenerateRequestSchema } from "@minicpmv/proto";
-import { FinishReason, GenerationService, type MediaItem, Modality, type PreparedPrompt } from "@minicpmv/proto";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  FinishReason,
+  GenerateRequestSchema,
+  GenerationService,
+  type MediaItem,
+  Modality,
+  type PreparedPrompt,
+} from "@minicpmv/proto";
 import { createClient, type GrpcError, grpc, type ServiceClient } from "@minicpmv/proto/grpc";
 import { Health, ServingStatus } from "@minicpmv/proto/health";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,7 +22,7 @@ import { ensureTinyCheckpoint } from "./checkpoint";
 import { LocalEngine } from "./engine/engine-handle";
 import { FakeModel, fakeTokens } from "./engine/fake-model.test-support";
 import { goldenDir, readNpy } from "./model/testing";
-import { type GpuGrpcServer, startGrpcServer } from "./service";
+import { type GpuGrpcServer, startGrpcServer, toEngineRequest } from "./service";
 import { WorkerEngine } from "./worker";
 
 type Req = MessageInitShape<typeof GenerateRequestSchema>;
@@ -105,6 +111,28 @@ describe("GenerationService with the fake model", () => {
       ready: true,
     });
     health.close();
+  });
+
+  it("fills unset parameters from the reference presets; temperature 0 is plain greedy", () => {
+    const params = (p: Req["params"]) => {
+      const req = create(GenerateRequestSchema, { prompt: { tokenIds: [1] }, ...(p ? { params: p } : {}) });
+      const { temperature, topP, topK, repetitionPenalty, maxTokens, beamWidth } = toEngineRequest(req, "r", {
+        maxN: 4,
+      }).params;
+      return { temperature, topP, topK, repetitionPenalty, maxTokens, beamWidth };
+    };
+    const sampling = { temperature: 0.7, topP: 0.8, topK: 100, maxTokens: 2048, beamWidth: 1 };
+    expect(params(undefined)).toEqual({ ...sampling, repetitionPenalty: 1.05 });
+    expect(params({ temperature: 0 })).toEqual({ ...sampling, temperature: 0, repetitionPenalty: 1 });
+    expect(params({ temperature: 0, repetitionPenalty: 1.5 })).toMatchObject({ repetitionPenalty: 1.5 });
+    expect(params({ beamWidth: 3 })).toEqual({
+      temperature: 0,
+      topP: 1,
+      topK: 0,
+      repetitionPenalty: 1.2,
+      maxTokens: 2048,
+      beamWidth: 3,
+    });
   });
 
   it("rejects bad parameters with INVALID_ARGUMENT naming the field and the limit", async () => {

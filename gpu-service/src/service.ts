@@ -34,7 +34,12 @@ import type { EngineErrorKind, EngineEvent, EngineRequest, MediaInput, SamplingP
 import type { GpuMetrics } from "./metrics";
 import { recordRequestSpans, recordStep, traceLinkOf } from "./tracing";
 
-/** The reference's chat() defaults (MINICPMV26.md §6.5) for parameters a request leaves unset. */
+/**
+ * The reference's chat() defaults (MINICPMV26.md §6.5) for parameters a request leaves unset: the sampling
+ * preset, and the beam preset for beam search. `temperature: 0` asks for plain greedy decoding (vLLM's and
+ * OpenAI's meaning; the reference's greedy run, sampling=False with num_beams=1, used repetition_penalty 1.0),
+ * so there the sampling preset's penalty 1.05 does not apply unless the request sets it.
+ */
 export const REFERENCE_DEFAULTS = {
   temperature: 0.7,
   topP: 0.8,
@@ -43,6 +48,8 @@ export const REFERENCE_DEFAULTS = {
   maxTokens: 2048,
   /** sampling=False (beam search). */
   beamRepetitionPenalty: 1.2,
+  /** temperature 0 without beams. */
+  greedyRepetitionPenalty: 1,
 } as const;
 
 /** Service limits. */
@@ -117,18 +124,18 @@ export function toEngineRequest(req: GenerateRequest, id: string, limits: Servic
   }
   if (logitBias.size > MAX_LOGIT_BIAS)
     throw bad(`params.logit_bias: ${logitBias.size} entries, the limit is ${MAX_LOGIT_BIAS}`);
+  const temperature = beam ? 0 : range("temperature", p?.temperature ?? REFERENCE_DEFAULTS.temperature, 0, 100);
+  const defaultPenalty = beam
+    ? REFERENCE_DEFAULTS.beamRepetitionPenalty
+    : temperature === 0
+      ? REFERENCE_DEFAULTS.greedyRepetitionPenalty
+      : REFERENCE_DEFAULTS.repetitionPenalty;
   const params: SamplingParams = {
-    temperature: beam ? 0 : range("temperature", p?.temperature ?? REFERENCE_DEFAULTS.temperature, 0, 100),
+    temperature,
     topP: beam ? 1 : range("top_p", p?.topP ?? REFERENCE_DEFAULTS.topP, 0, 1, true),
     topK: beam ? 0 : Math.max(0, topK),
     minP: beam ? 0 : range("min_p", p?.minP ?? 0, 0, 1),
-    repetitionPenalty: range(
-      "repetition_penalty",
-      p?.repetitionPenalty ?? (beam ? REFERENCE_DEFAULTS.beamRepetitionPenalty : REFERENCE_DEFAULTS.repetitionPenalty),
-      0,
-      10,
-      true,
-    ),
+    repetitionPenalty: range("repetition_penalty", p?.repetitionPenalty ?? defaultPenalty, 0, 10, true),
     presencePenalty: range("presence_penalty", p?.presencePenalty ?? 0, -2, 2),
     frequencyPenalty: range("frequency_penalty", p?.frequencyPenalty ?? 0, -2, 2),
     seed: p?.seed,
