@@ -1,7 +1,10 @@
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { failure } from "../testing/fixtures";
-import { decodeImage } from "./decode";
+import { cmykToRgb, decodeImage } from "./decode";
 
 const LIMITS = { maxBytes: 1e7, maxPixels: 1e7, maxDimension: 10000 };
 const W = 37;
@@ -50,6 +53,23 @@ describe("decodeImage", () => {
     const rotated = await source().jpeg().withMetadata({ orientation: 6 }).toBuffer();
     const img = await decodeImage(rotated, LIMITS);
     expect([img.width, img.height]).toEqual([W, H]); // not turned into H x W
+  });
+
+  it("converts CMYK and 16-bit grey exactly as Pillow 9.4's convert('RGB') does", async () => {
+    // testdata/ holds images written by Pillow 9.4 (the goldens' version); the digests are of
+    // `Image.open(f).convert("RGB").tobytes()` there. A CMYK JPEG as Pillow saves it, and a 16-bit grey PNG,
+    // which Pillow opens as mode I and clips to 255 (libvips would colour-manage / rescale both).
+    const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+    const cases = [
+      ["cmyk-37x23.jpg", "ef9eb77586ea0acc39b7cb88173eceb8875e335f812b714003a9e13e86abbd4b"],
+      ["grey16-37x23.png", "93c97bfbbee7e46def6212e63a7749d475d66169fc51a5ddb1ad2bb77c977ec6"],
+    ] as const;
+    for (const [file, want] of cases) {
+      const img = await decodeImage(readFileSync(join(import.meta.dirname, "testdata", file)), LIMITS);
+      expect([file, img.width, img.height, sha(img.data)]).toEqual([file, W, H, want]);
+    }
+    // Pillow's cmyk2rgb with black: nk = 255 - K, channel = nk - MULDIV255(C, nk).
+    expect([...cmykToRgb(new Uint8Array([0, 128, 255, 100, 50, 50, 50, 255]), 4)]).toEqual([155, 77, 0, 0, 0, 0]);
   });
 
   it("enforces the byte limit and rejects empty input", async () => {

@@ -3,6 +3,11 @@
  * alpha dropped (not composited), no EXIF rotation, no ICC transform, first frame of animations.
  *
  * The header is read first, so that decompression bombs are refused before any pixel is decoded.
+ *
+ * Two inputs need Pillow's own conversion (Pillow 9.4, which the goldens ran), since libvips converts them
+ * differently: CMYK (JPEG, TIFF) is read as raw CMYK and turned into RGB with Pillow's `cmyk2rgb`, and
+ * single-channel 16-bit greyscale (PNG, TIFF), which Pillow opens as mode I / I;16, is clipped to 0..255 per
+ * value, not rescaled (so most such images come out nearly white, as they do in the reference).
  */
 
 import sharp from "sharp";
@@ -61,19 +66,33 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, field 
   }
   let data: Buffer;
   let info: sharp.OutputInfo;
-  try {
-    ({ data, info } = await sharp(input, {
+  const open = () =>
+    sharp(input, {
       // Second line of defence against a header that lies about the size.
       limitInputPixels: limits.maxPixels,
       failOn: "truncated",
       ignoreIcc: true,
       pages: 1,
       page: 0,
-    })
-      .removeAlpha()
-      .toColourspace("srgb")
-      .raw({ depth: "uchar" })
-      .toBuffer({ resolveWithObject: true }));
+    });
+  try {
+    if (meta.space === "cmyk") {
+      const raw = await open()
+        .pipelineColourspace("cmyk")
+        .toColourspace("cmyk")
+        .raw()
+        .toBuffer({ resolveWithObject: true });
+      ({ data, info } = { data: cmykToRgb(raw.data, raw.info.channels), info: { ...raw.info, channels: 3 } });
+    } else if (meta.depth === "ushort" && meta.channels === 1) {
+      const raw = await open().toColourspace("grey16").raw({ depth: "ushort" }).toBuffer({ resolveWithObject: true });
+      ({ data, info } = { data: clipGrey16ToRgb(raw.data), info: { ...raw.info, channels: 3 } });
+    } else {
+      ({ data, info } = await open()
+        .removeAlpha()
+        .toColourspace("srgb")
+        .raw({ depth: "uchar" })
+        .toBuffer({ resolveWithObject: true }));
+    }
   } catch (err) {
     throw invalid(`${field}: corrupt image (${(err as Error).message})`);
   }
@@ -86,4 +105,27 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, field 
     data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
     format,
   };
+}
+
+/** Pillow's `cmyk2rgb` (Convert.c): nk = 255 - K; channel = clip(nk - MULDIV255(C, nk)); extra channels dropped. */
+export function cmykToRgb(cmyk: Uint8Array, channels: number): Buffer {
+  const n = Math.floor(cmyk.length / channels);
+  const out = Buffer.alloc(n * 3);
+  for (let i = 0; i < n; i++) {
+    const p = i * channels;
+    const nk = 255 - (cmyk[p + 3] as number);
+    for (let c = 0; c < 3; c++) {
+      const t = (cmyk[p + c] as number) * nk + 128;
+      out[i * 3 + c] = Math.max(0, nk - (((t >> 8) + t) >> 8));
+    }
+  }
+  return out;
+}
+
+/** Pillow's I / I;16 -> RGB: each 16-bit grey value clipped to 255 and repeated in R, G and B. */
+export function clipGrey16ToRgb(raw: Buffer): Buffer {
+  const grey = new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
+  const out = Buffer.alloc(grey.length * 3);
+  for (let i = 0; i < grey.length; i++) out.fill(Math.min(255, grey[i] as number), i * 3, i * 3 + 3);
+  return out;
 }
