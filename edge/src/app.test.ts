@@ -1,55 +1,22 @@
 import { describe, expect, it } from "vitest";
-import { createApp } from "./app";
-import { GpuPool } from "./backends/gpu-pool";
-import { type EdgeConfig, loadConfig } from "./config";
 import { backendError, type EdgeError } from "./errors";
-import { EdgeMetrics } from "./metrics";
-import { FAKE_TOKENS_PER_IMAGE, FAKE_TOKENS_PER_MESSAGE, FakeGpu, FakePreprocess } from "./testing/fakes";
+import {
+  errorOf,
+  expectValidationError,
+  gpu0,
+  type Harness,
+  postJson,
+  readUntil,
+  setup,
+  sseEvents,
+} from "./testing/app-harness";
+import { FAKE_TOKENS_PER_IMAGE, FAKE_TOKENS_PER_MESSAGE, type FakeGpu } from "./testing/fakes";
 
-function setup(env: Record<string, string> = {}, nGpus = 1) {
-  const config: EdgeConfig = loadConfig(env);
-  const pre = new FakePreprocess();
-  const gpus = Array.from({ length: nGpus }, (_, i) => new FakeGpu(`gpu-${i}`));
-  const pool = new GpuPool(gpus);
-  const metrics = new EdgeMetrics();
-  const app = createApp({ config, preprocess: pre, pool, metrics, webPage: false });
-  return { app, pre, gpus, pool, metrics, config };
-}
-
-const gpu0 = (s: ReturnType<typeof setup>) => s.gpus[0] as FakeGpu;
-
-function post(
-  app: ReturnType<typeof setup>["app"],
-  body: unknown,
-  headers: Record<string, string> = {},
-  init: RequestInit = {},
-) {
-  return app.request("/v1/chat/completions", {
-    method: "POST",
-    headers: { "content-type": "application/json", ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-    ...init,
-  });
+function post(app: Harness["app"], body: unknown, headers: Record<string, string> = {}, init: RequestInit = {}) {
+  return postJson(app, "/v1/chat/completions", body, headers, init);
 }
 
 const hello = { messages: [{ role: "user", content: "hello there" }] };
-
-/** Parses an SSE body into its data payloads (JSON-decoded, except [DONE]). */
-function sseEvents(text: string): unknown[] {
-  expect(text.endsWith("\n\n")).toBe(true);
-  return text
-    .trim()
-    .split("\n\n")
-    .map((block) => {
-      expect(block.startsWith("data: ")).toBe(true);
-      const data = block.slice("data: ".length);
-      return data === "[DONE]" ? "[DONE]" : JSON.parse(data);
-    });
-}
-
-async function errorOf(res: Response) {
-  return ((await res.json()) as { error: { message: string; type: string; param: string | null; code: number } }).error;
-}
 
 describe("POST /v1/chat/completions (non-streaming)", () => {
   it("returns a chat.completion with usage by modality and echoes x-request-id to the client and backends", async () => {
@@ -348,14 +315,7 @@ describe("validation", () => {
   for (const [name, body, param, message] of cases) {
     it(`rejects ${name} with 400 naming ${param}`, async () => {
       const s = setup();
-      const res = await post(s.app, body);
-      expect(res.status).toBe(400);
-      const e = await errorOf(res);
-      expect(e).toMatchObject({ type: "BadRequestError", param, code: 400 });
-      expect(e.message).toMatch(message);
-      expect(e.message.startsWith(param)).toBe(true);
-      expect(s.pre.calls).toHaveLength(0);
-      expect(await s.metrics.render()).toContain('edge_rejected_requests_total{reason="validation"} 1');
+      await expectValidationError(s, await post(s.app, body), param, message);
     });
   }
 
@@ -427,7 +387,7 @@ describe("validation", () => {
 
   it("answers 404 in the OpenAI shape for unknown routes", async () => {
     const s = setup();
-    const res = await s.app.request("/v1/completions", { method: "POST" });
+    const res = await s.app.request("/v1/embeddings", { method: "POST" });
     expect(res.status).toBe(404);
     expect((await errorOf(res)).type).toBe("NotFoundError");
   });
@@ -612,9 +572,7 @@ describe("SSE streaming", () => {
     const s = setup();
     gpu0(s).script = { hangAfterFirst: true };
     const res = await post(s.app, { ...hello, stream: true });
-    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-    let seen = "";
-    while (!seen.includes("w0 ")) seen += new TextDecoder().decode((await reader.read()).value);
+    const reader = await readUntil(res, "w0 ");
     expect(gpu0(s).open).toBe(1);
     await reader.cancel();
     await expect.poll(() => gpu0(s).open).toBe(0);

@@ -6,6 +6,7 @@
  *                                                                                  │
  *     POST /v1/chat/completions ── planChat ── Prepare (preprocess) ── GpuPool.generate (gpu-service) ── JSON | SSE
  *     POST /v1/chat/completions/render ── planChat ── Prepare ── token count and layout
+ *     POST /v1/completions ── planCompletion ── Prepare (raw text | token ids) per prompt ── GpuPool.generate ── JSON | SSE
  *     GET /v1/models, GET /health, GET /metrics
  */
 
@@ -24,6 +25,7 @@ import { EdgeMetrics } from "./metrics";
 import { observe } from "./observe";
 import { RateLimiter } from "./rate-limit";
 import { registerChatRoutes } from "./routes/chat";
+import { registerCompletionRoutes } from "./routes/completions";
 import { registerHealthRoutes } from "./routes/health";
 import { registerMetricsRoutes } from "./routes/metrics";
 import { registerModelRoutes } from "./routes/models";
@@ -59,13 +61,20 @@ export interface AppContext {
   logger: Logger | undefined;
   limiter: RateLimiter;
   shutdownSignal: AbortSignal | undefined;
-  /** Chat requests in flight (for the concurrency cap). */
+  /** Generating requests (chat and completions) in flight (for the concurrency cap). */
   inflight: { count: number };
   /** The model id clients must use (or omit). */
   modelName(): Promise<string>;
 }
 
-const ROUTES = new Set(["/v1/chat/completions", "/v1/chat/completions/render", "/v1/models", "/health", "/metrics"]);
+const ROUTES = new Set([
+  "/v1/chat/completions",
+  "/v1/chat/completions/render",
+  "/v1/completions",
+  "/v1/models",
+  "/health",
+  "/metrics",
+]);
 
 /** Builds the edge app. */
 export function createApp(deps: AppDeps): Hono<EdgeEnv> {
@@ -161,6 +170,7 @@ export function createApp(deps: AppDeps): Hono<EdgeEnv> {
   );
 
   registerChatRoutes(app, ctx);
+  registerCompletionRoutes(app, ctx);
   registerModelRoutes(app, ctx);
   registerHealthRoutes(app, ctx);
   registerMetricsRoutes(app, ctx);

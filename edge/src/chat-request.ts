@@ -41,7 +41,8 @@ export const BEAM_PRESET = { beamWidth: 3, repetitionPenalty: 1.2 } as const;
 
 const BASE64_RE = /^[A-Za-z0-9+/_-]*={0,2}$/;
 
-function bad(param: string, message: string): EdgeError {
+/** A 400 naming `param`. */
+export function bad(param: string, message: string): EdgeError {
   return new EdgeError("invalid_request", `${param}: ${message}`, { param, reason: "validation" });
 }
 
@@ -145,7 +146,7 @@ function unsupported(req: ChatRequest): void {
 }
 
 /** OpenAI's logit_bias (token id strings -> bias) as numeric ids; the gpu-service checks them against the vocabulary. */
-function logitBias(bias: Readonly<Record<string, number>>): Record<number, number> {
+export function logitBias(bias: Readonly<Record<string, number>>): Record<number, number> {
   const out: Record<number, number> = {};
   for (const [key, value] of Object.entries(bias)) {
     if (!/^\d{1,9}$/.test(key))
@@ -153,6 +154,55 @@ function logitBias(bias: Readonly<Record<string, number>>): Record<number, numbe
     out[Number(key)] = value;
   }
   return out;
+}
+
+/** The request fields that chat and legacy completions share (schemas.ts `samplingFields`). */
+export type SamplingRequest = Pick<
+  ChatRequest,
+  | "n"
+  | "min_tokens"
+  | "stop"
+  | "stop_token_ids"
+  | "ignore_eos"
+  | "temperature"
+  | "top_p"
+  | "top_k"
+  | "min_p"
+  | "repetition_penalty"
+  | "presence_penalty"
+  | "frequency_penalty"
+  | "seed"
+>;
+
+/**
+ * Generation params from the shared fields, with `maxTokens` (already resolved) when set; no logprobs, no
+ * beams. Unset sampling fields stay unset: the gpu-service applies the reference defaults.
+ */
+export function samplingParams(req: SamplingRequest, maxTokens: number | undefined): GenerationParams {
+  const minTokens = req.min_tokens ?? 0;
+  if (maxTokens !== undefined && minTokens > maxTokens) {
+    throw bad("min_tokens", `must be <= max_tokens (${maxTokens}), got ${minTokens}`);
+  }
+  const params: GenerationParams = {
+    minTokens,
+    stop: req.stop == null ? [] : typeof req.stop === "string" ? [req.stop] : req.stop,
+    stopTokenIds: req.stop_token_ids ?? [],
+    ignoreEos: req.ignore_eos ?? false,
+    n: req.n ?? 1,
+    beamWidth: 0,
+    logprobs: false,
+    topLogprobs: 0,
+  };
+  if (req.temperature != null) params.temperature = req.temperature;
+  if (req.top_p != null) params.topP = req.top_p;
+  if (req.top_k != null) params.topK = req.top_k;
+  if (req.min_p != null) params.minP = req.min_p;
+  if (req.repetition_penalty != null) params.repetitionPenalty = req.repetition_penalty;
+  if (req.presence_penalty != null) params.presencePenalty = req.presence_penalty;
+  if (req.frequency_penalty != null) params.frequencyPenalty = req.frequency_penalty;
+  if (req.seed != null) params.seed = req.seed;
+  if (maxTokens !== undefined) params.maxTokens = maxTokens;
+  return params;
 }
 
 /** Builds the Prepare and Generate inputs of a validated request; throws a 400 EdgeError naming the field. */
@@ -202,29 +252,9 @@ export function planChat(req: ChatRequest, limits: RequestLimits): ChatPlan {
 
   const n = req.n ?? 1;
   const maxTokens = req.max_completion_tokens ?? req.max_tokens ?? undefined;
-  const minTokens = req.min_tokens ?? 0;
-  if (maxTokens !== undefined && minTokens > maxTokens) {
-    throw bad("min_tokens", `must be <= max_tokens (${maxTokens}), got ${minTokens}`);
-  }
-  const params: GenerationParams = {
-    minTokens,
-    stop: req.stop == null ? [] : typeof req.stop === "string" ? [req.stop] : req.stop,
-    stopTokenIds: req.stop_token_ids ?? [],
-    ignoreEos: req.ignore_eos ?? false,
-    n,
-    beamWidth: 0,
-    logprobs: req.logprobs ?? false,
-    topLogprobs: req.top_logprobs ?? 0,
-  };
-  if (req.temperature != null) params.temperature = req.temperature;
-  if (req.top_p != null) params.topP = req.top_p;
-  if (req.top_k != null) params.topK = req.top_k;
-  if (req.min_p != null) params.minP = req.min_p;
-  if (req.repetition_penalty != null) params.repetitionPenalty = req.repetition_penalty;
-  if (req.presence_penalty != null) params.presencePenalty = req.presence_penalty;
-  if (req.frequency_penalty != null) params.frequencyPenalty = req.frequency_penalty;
-  if (req.seed != null) params.seed = req.seed;
-  if (maxTokens !== undefined) params.maxTokens = maxTokens;
+  const params = samplingParams(req, maxTokens);
+  params.logprobs = req.logprobs ?? false;
+  params.topLogprobs = req.top_logprobs ?? 0;
   if (req.logit_bias) params.logitBias = logitBias(req.logit_bias);
 
   if (req.use_beam_search) {

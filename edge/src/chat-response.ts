@@ -20,8 +20,8 @@ export interface LogprobJson {
   top_logprobs: { token: string; logprob: number; bytes: number[] }[];
 }
 
-// NOTE: JSON has no -Infinity; vLLM clamps impossible tokens to -9999.0 too.
-function finite(x: number): number {
+/** A logprob JSON can carry. NOTE: JSON has no -Infinity; vLLM clamps impossible tokens to -9999.0 too. */
+export function finite(x: number): number {
   return Number.isFinite(x) ? x : -9999;
 }
 
@@ -59,6 +59,16 @@ export function stopReasonJson(raw: string, stopStrings: readonly string[]): str
   if (raw === "") return null;
   if (stopStrings.includes(raw)) return raw;
   return /^\d+$/.test(raw) ? Number(raw) : raw;
+}
+
+/** The usage when a stream ended without its final event: only the completion tokens are known. */
+export function streamUsage(choices: readonly { tokens: number }[]): Usage {
+  return {
+    promptTokens: 0,
+    promptTokensByModality: { text: 0, image: 0, video: 0, total: 0 },
+    cachedPromptTokens: 0,
+    completionTokens: choices.reduce((s, c) => s + c.tokens, 0),
+  };
 }
 
 /** One choice being assembled. */
@@ -114,12 +124,7 @@ export class CompletionCollector {
 
   /** The chat.completion body. */
   body(id: string, created: number, model: string) {
-    const usage = this.usage ?? {
-      promptTokens: 0,
-      promptTokensByModality: { text: 0, image: 0, video: 0, total: 0 },
-      cachedPromptTokens: 0,
-      completionTokens: this.choices.reduce((s, c) => s + c.tokens, 0),
-    };
+    const usage = this.usage ?? streamUsage(this.choices);
     return {
       id,
       object: "chat.completion" as const,
@@ -138,6 +143,21 @@ export class CompletionCollector {
   }
 }
 
+/**
+ * One SSE chunk: `head` plus `usage` when given, or `usage: null` when the stream was asked to include usage
+ * (every chunk then carries it, null until the last one).
+ */
+export function chunkJson(
+  head: { id: string; object: string; created: number; model: string; choices: unknown[] },
+  withUsage: boolean,
+  usage?: UsageJson | null,
+): Record<string, unknown> {
+  const c: Record<string, unknown> = { ...head };
+  if (usage !== undefined) c.usage = usage;
+  else if (withUsage) c.usage = null;
+  return c;
+}
+
 /** Builds the chunk objects of one SSE stream. */
 export class ChunkBuilder {
   constructor(
@@ -149,16 +169,11 @@ export class ChunkBuilder {
   ) {}
 
   private chunk(choices: unknown[], usage?: UsageJson | null) {
-    const c: Record<string, unknown> = {
-      id: this.id,
-      object: "chat.completion.chunk",
-      created: this.created,
-      model: this.model,
-      choices,
-    };
-    if (usage !== undefined) c.usage = usage;
-    else if (this.withUsage) c.usage = null;
-    return c;
+    return chunkJson(
+      { id: this.id, object: "chat.completion.chunk", created: this.created, model: this.model, choices },
+      this.withUsage,
+      usage,
+    );
   }
 
   /** The opening chunk of one choice: the assistant role with empty content. */

@@ -1,5 +1,5 @@
 /**
- * zod schemas of the OpenAI/vLLM chat request, and the one function that turns a zod failure into a 400
+ * zod schemas of the OpenAI/vLLM chat and legacy completions requests, and the one function that turns a zod failure into a 400
  * naming the field. Unknown fields are dropped (zod's default for objects), as vLLM ignores them.
  */
 import { type ZodError, z } from "zod";
@@ -40,14 +40,14 @@ const message = z.object({
 
 const probability = z.number().min(0).max(1);
 
-/** The body of POST /v1/chat/completions (and /render). */
-export function chatRequestSchema(limits: SchemaLimits) {
-  return z.object({
+/**
+ * Sampling and stopping fields shared by chat and legacy completions (OpenAI names, then vLLM's extras).
+ * Unset ones take the gpu-service's reference defaults.
+ */
+function samplingFields(limits: SchemaLimits) {
+  return {
     model: z.string().nullish(),
-    messages: z.array(message).min(1),
-    // OpenAI sampling
     max_tokens: z.int().min(1).nullish(),
-    max_completion_tokens: z.int().min(1).nullish(),
     temperature: z.number().min(0).max(2).nullish(),
     top_p: z.number().gt(0).max(1).nullish(),
     presence_penalty: z.number().min(-2).max(2).nullish(),
@@ -55,17 +55,10 @@ export function chatRequestSchema(limits: SchemaLimits) {
     seed: z.int().nullish(),
     n: z.int().min(1).max(limits.maxN).nullish(),
     stop: z.union([z.string(), z.array(z.string()).max(16)]).nullish(),
-    logprobs: z.boolean().nullish(),
-    top_logprobs: z.int().min(0).max(20).nullish(),
     logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullish(),
-    response_format: z.object({ type: z.enum(["text", "json_object", "json_schema"]) }).nullish(),
-    tools: z.array(z.unknown()).nullish(),
-    tool_choice: z.unknown().optional(),
     stream: z.boolean().nullish(),
-    stream_options: z
-      .object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() })
-      .nullish(),
     user: z.string().nullish(),
+    best_of: z.int().min(1).max(limits.maxN).nullish(),
     // vLLM extras
     top_k: z.int().min(-1).nullish(),
     min_p: probability.nullish(),
@@ -73,10 +66,27 @@ export function chatRequestSchema(limits: SchemaLimits) {
     stop_token_ids: z.array(z.int().min(0)).nullish(),
     ignore_eos: z.boolean().nullish(),
     min_tokens: z.int().min(0).nullish(),
-    use_beam_search: z.boolean().nullish(),
-    best_of: z.int().min(1).max(limits.maxN).nullish(),
-    length_penalty: z.number().nullish(),
     priority: z.int().nullish(),
+  };
+}
+
+/** The body of POST /v1/chat/completions (and /render). */
+export function chatRequestSchema(limits: SchemaLimits) {
+  return z.object({
+    ...samplingFields(limits),
+    messages: z.array(message).min(1),
+    max_completion_tokens: z.int().min(1).nullish(),
+    logprobs: z.boolean().nullish(),
+    top_logprobs: z.int().min(0).max(20).nullish(),
+    response_format: z.object({ type: z.enum(["text", "json_object", "json_schema"]) }).nullish(),
+    tools: z.array(z.unknown()).nullish(),
+    tool_choice: z.unknown().optional(),
+    stream_options: z
+      .object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() })
+      .nullish(),
+    // vLLM extras
+    use_beam_search: z.boolean().nullish(),
+    length_penalty: z.number().nullish(),
     add_generation_prompt: z.boolean().nullish(),
     continue_final_message: z.boolean().nullish(),
     mm_processor_kwargs: z
@@ -97,6 +107,76 @@ export function chatRequestSchema(limits: SchemaLimits) {
       .nullish(),
   });
 }
+
+/** Most prompts one POST /v1/completions may batch. */
+export const MAX_COMPLETION_PROMPTS = 32;
+
+/** A completions prompt, normalised to a batch: texts, or token-id lists; `batched` when the client sent a list. */
+export type PromptBatch = ({ form: "text"; prompts: string[] } | { form: "ids"; prompts: number[][] }) & {
+  batched: boolean;
+};
+
+const PROMPT_FORMS = "a string, a list of strings, a list of token ids, or a list of token-id lists";
+const isTokenId = (x: unknown): x is number => Number.isInteger(x) && (x as number) >= 0;
+
+/**
+ * `prompt` of a completions request (string | string[] | number[] | number[][]) as a batch; errors name the
+ * element (`prompt[1][3]`) and the limit.
+ */
+const promptField = z.unknown().transform((v, ctx): PromptBatch => {
+  const fail = (message: string, path: PropertyKey[] = []) => {
+    ctx.issues.push({ code: "custom", message, input: v, path });
+    return z.NEVER;
+  };
+  if (typeof v === "string")
+    return v === "" ? fail("must not be empty") : { form: "text", prompts: [v], batched: false };
+  if (!Array.isArray(v)) return fail(`expected ${PROMPT_FORMS}`);
+  if (v.length === 0) return fail("must not be empty");
+  const first: unknown = v[0];
+  if (typeof first === "number") {
+    const bad = v.findIndex((x) => !isTokenId(x));
+    if (bad >= 0) return fail(`expected a token id (an integer >= 0), got ${JSON.stringify(v[bad])}`, [bad]);
+    return { form: "ids", prompts: [v as number[]], batched: false };
+  }
+  if (v.length > MAX_COMPLETION_PROMPTS) {
+    return fail(`a batch holds at most ${MAX_COMPLETION_PROMPTS} prompts, got ${v.length}`);
+  }
+  if (typeof first === "string") {
+    for (const [k, x] of v.entries()) {
+      if (typeof x !== "string") return fail("expected a string, like the batch's first prompt", [k]);
+      if (x === "") return fail("must not be empty", [k]);
+    }
+    return { form: "text", prompts: v as string[], batched: true };
+  }
+  if (Array.isArray(first)) {
+    for (const [k, ids] of v.entries()) {
+      if (!Array.isArray(ids)) return fail("expected a list of token ids, like the batch's first prompt", [k]);
+      if (ids.length === 0) return fail("must not be empty", [k]);
+      const bad = ids.findIndex((x) => !isTokenId(x));
+      if (bad >= 0) return fail(`expected a token id (an integer >= 0), got ${JSON.stringify(ids[bad])}`, [k, bad]);
+    }
+    return { form: "ids", prompts: v as number[][], batched: true };
+  }
+  return fail(`expected ${PROMPT_FORMS}`, [0]);
+});
+
+/**
+ * The body of POST /v1/completions (OpenAI legacy completions + vLLM extras). `prompt` is a string, a batch
+ * of strings, token ids, or a batch of token-id lists; `logprobs` is the number of alternatives (0..5).
+ */
+export function completionRequestSchema(limits: SchemaLimits) {
+  return z.object({
+    ...samplingFields(limits),
+    prompt: promptField,
+    logprobs: z.int().min(0).max(5).nullish(),
+    echo: z.boolean().nullish(),
+    suffix: z.string().nullish(),
+    stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
+  });
+}
+
+/** A validated completions request. */
+export type CompletionRequest = z.infer<ReturnType<typeof completionRequestSchema>>;
 
 /** A validated chat request. */
 export type ChatRequest = z.infer<ReturnType<typeof chatRequestSchema>>;

@@ -3,7 +3,7 @@ import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { PreprocessError } from "./errors";
 import { prepare } from "./prepare";
-import { goldenBytes, goldenJson, testDeps, testTokenizer } from "./testing/fixtures";
+import { failure, goldenBytes, goldenJson, testDeps, testTokenizer } from "./testing/fixtures";
 import type { ChatTurn, ContentPart } from "./types";
 
 interface ModelCase {
@@ -143,6 +143,80 @@ describe("prompt building", () => {
     expect(out.promptText).toContain(evil);
     // The user's text encodes exactly as plain text would.
     expect(tok.decode(out.tokenIds)).toContain(evil);
+  });
+});
+
+describe("prepare() legacy completions prompts (raw_prompt, prompt_token_ids)", () => {
+  const deps = testDeps();
+  const raw = (rawPrompt: string, options = {}) =>
+    prepare({ messages: [], rawPrompt, addGenerationPrompt: false, options }, deps);
+  const ids = (promptTokenIds: number[], options = {}) =>
+    prepare({ messages: [], promptTokenIds, addGenerationPrompt: false, options }, deps);
+
+  it("encodes raw text without the template, special-token strings as special tokens, no BOS", async () => {
+    const out = await raw("<|im_start|>user\nhi<|im_end|>");
+    expect(out.tokenIds).toEqual([151644, 872, 198, 6023, 151645]);
+    expect(out.tokenCounts).toEqual({ text: 5, image: 0, video: 0, total: 5 });
+    expect(out.media).toEqual([]);
+    expect(out.promptText).toBe("<|im_start|>user\nhi<|im_end|>");
+    const s = testTokenizer().specialIds;
+    expect((await raw("<image><unk></image>")).tokenIds).toEqual([s.image, s.unk, s.imageEnd]);
+  });
+
+  it("encodes plain text exactly as the chat path encodes the same user text", async () => {
+    const chat = await prepare({ messages: [{ role: "user", parts: [text("hi")] }], addGenerationPrompt: true }, deps);
+    // The chat prompt ends with `<|im_start|>user\n` hi `<|im_end|>\n<|im_start|>assistant\n`: 5 ids after "hi".
+    const hi = chat.tokenIds.slice(-6, -5);
+    expect(hi).toEqual([6023]);
+    expect((await raw("hi")).tokenIds).toEqual(hi);
+    const sentence = "The quick brown fox, 2 plus 2?";
+    const chat2 = await prepare(
+      { messages: [{ role: "user", parts: [text(sentence)] }], addGenerationPrompt: false },
+      deps,
+    );
+    const mine = (await raw(sentence)).tokenIds;
+    expect(chat2.tokenIds.slice(-2 - mine.length, -2)).toEqual(mine);
+  });
+
+  it("keeps token ids as given, decodes them as the prompt text, and counts them as text", async () => {
+    const out = await ids([151644, 872, 198, 6023]);
+    expect(out.tokenIds).toEqual([151644, 872, 198, 6023]);
+    expect(out.promptText).toBe("<|im_start|>user\nhi");
+    expect(out.tokenCounts).toEqual({ text: 4, image: 0, video: 0, total: 4 });
+  });
+
+  it("rejects ids outside the vocabulary, naming the index and the range", async () => {
+    const e = await failure(ids([6023, 151666]));
+    expect([e.kind, e.message]).toEqual([
+      "invalid_argument",
+      "prompt_token_ids[1]: 151666 is outside the vocabulary (0..151665)",
+    ]);
+    expect((await failure(ids([-1]))).message).toBe("prompt_token_ids[0]: -1 is outside the vocabulary (0..151665)");
+  });
+
+  it("rejects none or several prompt forms, naming the fields", async () => {
+    const user: ChatTurn[] = [{ role: "user", parts: [text("hi")] }];
+    const both = await failure(
+      prepare({ messages: [], rawPrompt: "hi", promptTokenIds: [1], addGenerationPrompt: false }, deps),
+    );
+    expect([both.kind, both.message]).toEqual([
+      "invalid_argument",
+      "set exactly one of messages, raw_prompt or prompt_token_ids; the request sets raw_prompt and prompt_token_ids",
+    ]);
+    const chatAndRaw = await failure(prepare({ messages: user, rawPrompt: "hi", addGenerationPrompt: true }, deps));
+    expect(chatAndRaw.message).toMatch(/the request sets messages and raw_prompt$/);
+    const none = await failure(prepare({ messages: [], promptTokenIds: [], addGenerationPrompt: false }, deps));
+    expect(none.message).toBe(
+      "messages must not be empty (set exactly one of messages, raw_prompt or prompt_token_ids)",
+    );
+    expect((await failure(raw(""))).message).toBe("raw_prompt must not be empty");
+  });
+
+  it("applies the prompt token limit", async () => {
+    const e = await failure(raw("<|im_start|>user\nhi<|im_end|>", { maxPromptTokens: 3 }));
+    expect([e.kind, e.message]).toEqual(["invalid_argument", "prompt has 5 tokens, over the limit of 3 by 2"]);
+    const e2 = await failure(ids([1, 2, 3, 4], { maxPromptTokens: 3 }));
+    expect(e2.message).toBe("prompt has 4 tokens, over the limit of 3 by 1");
   });
 });
 

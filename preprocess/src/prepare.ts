@@ -6,6 +6,7 @@
  *           ─► prompt (template, placeholders, ids, slice offsets, counts) ─► context limit ─► PreparedPrompt
  *
  * Media run concurrently; the first failure aborts the rest (ffmpeg killed, queued pool tasks dropped).
+ * Legacy completions skip all of it: `raw_prompt` is encoded as is, `prompt_token_ids` are checked and kept.
  */
 
 import { context, SpanStatusCode, type Tracer } from "@opentelemetry/api";
@@ -146,12 +147,77 @@ function validateMessages(messages: readonly ChatTurn[], limits: PrepareLimits):
 
 type Item = { modality: Modality; sliced: SlicedMedia; useImageId: boolean };
 
+type PromptForm = "messages" | "raw_prompt" | "prompt_token_ids";
+
+/** The one prompt form a request uses; none or several is INVALID_ARGUMENT naming the fields. */
+function promptForm(req: PrepareRequest): PromptForm {
+  const set: PromptForm[] = [];
+  if (req.messages.length > 0) set.push("messages");
+  if (req.rawPrompt !== undefined) set.push("raw_prompt");
+  if ((req.promptTokenIds?.length ?? 0) > 0) set.push("prompt_token_ids");
+  if (set.length === 1) return set[0] as PromptForm;
+  if (set.length === 0) {
+    throw invalid("messages must not be empty (set exactly one of messages, raw_prompt or prompt_token_ids)");
+  }
+  throw invalid(`set exactly one of messages, raw_prompt or prompt_token_ids; the request sets ${set.join(" and ")}`);
+}
+
+/**
+ * A legacy-completions prompt: `raw_prompt` encoded like HF `tokenizer(text)` (special-token strings are
+ * special tokens, no template, no BOS) or `prompt_token_ids` checked against the vocabulary. No media, so
+ * every token is a text token; `promptText` is the ids decoded.
+ */
+function rawPrompt(
+  req: PrepareRequest,
+  form: "raw_prompt" | "prompt_token_ids",
+  opts: Resolved,
+  deps: PrepareDeps,
+  rt: RequestTrace | undefined,
+): PreparedPrompt {
+  const { tokenizer } = deps;
+  let tokenIds: number[];
+  if (form === "raw_prompt") {
+    const span = rt?.start(SPAN.tokenize);
+    tokenIds = tokenizer.encode(req.rawPrompt ?? "");
+    span?.setAttributes({ "prompt.tokens": tokenIds.length, "prompt.image_tokens": 0 });
+    span?.end();
+    if (tokenIds.length === 0) throw invalid("raw_prompt must not be empty");
+  } else {
+    const ids = req.promptTokenIds ?? [];
+    const v = tokenizer.vocabSize;
+    ids.forEach((id, i) => {
+      if (!Number.isInteger(id) || id < 0 || id >= v) {
+        throw invalid(`prompt_token_ids[${i}]: ${id} is outside the vocabulary (0..${v - 1})`);
+      }
+    });
+    tokenIds = [...ids];
+  }
+  const total = tokenIds.length;
+  checkPromptLength(total, opts);
+  return {
+    tokenIds,
+    media: [],
+    tokenCounts: { text: total, image: 0, video: 0, total },
+    promptText: tokenizer.decode(tokenIds),
+  };
+}
+
+function checkPromptLength(total: number, opts: Resolved): void {
+  if (total > opts.maxPromptTokens) {
+    throw invalid(
+      `prompt has ${total} tokens, over the limit of ${opts.maxPromptTokens} by ${total - opts.maxPromptTokens}`,
+    );
+  }
+}
+
 /** Runs one preprocessing request. `signal` cancels it (ffmpeg and queued work included). */
 export async function prepare(req: PrepareRequest, deps: PrepareDeps, signal?: AbortSignal): Promise<PreparedPrompt> {
   throwIfAborted(signal);
-  validateMessages(req.messages, deps.limits);
+  const form = promptForm(req);
+  if (form === "messages") validateMessages(req.messages, deps.limits);
   const opts = resolveOptions(req.options, deps);
   const rt = deps.tracer ? new RequestTrace(deps.tracer, context.active(), req.requestId ?? "") : undefined;
+  if (form !== "messages") return rawPrompt(req, form, opts, deps, rt);
 
   // One controller for the whole request: the caller's cancel, or our own first failure, stops everything.
   const ac = new AbortController();
@@ -205,12 +271,7 @@ export async function prepare(req: PrepareRequest, deps: PrepareDeps, signal?: A
     });
     tokenizeSpan.end();
   }
-  const total = built.tokenCounts.total;
-  if (total > opts.maxPromptTokens) {
-    throw invalid(
-      `prompt has ${total} tokens, over the limit of ${opts.maxPromptTokens} by ${total - opts.maxPromptTokens}`,
-    );
-  }
+  checkPromptLength(built.tokenCounts.total, opts);
   const flat = items.flat();
   const media: PreparedMedia[] = flat.map((it, k) => ({
     modality: it.modality,

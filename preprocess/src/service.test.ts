@@ -93,6 +93,21 @@ describe("PreprocessService.Prepare over gRPC (loopback, 2 worker threads)", () 
     );
   });
 
+  it("carries raw_prompt and prompt_token_ids (legacy completions)", async () => {
+    const raw = await client.prepare({ rawPrompt: "<|im_start|>user\nhi" });
+    expect(raw.prompt?.tokenIds).toEqual([151644, 872, 198, 6023]);
+    expect(raw.prompt?.promptText).toBe("<|im_start|>user\nhi");
+    const ids = await client.prepare({ promptTokenIds: [6023, 151645] });
+    expect(ids.prompt?.promptText).toBe("hi<|im_end|>");
+    expect(ids.prompt?.tokenCounts?.text).toBe(2);
+    expect(await code(client.prepare({ promptTokenIds: [200000] }))).toBe(
+      "INVALID_ARGUMENT: prompt_token_ids[0]: 200000 is outside the vocabulary (0..151665)",
+    );
+    expect(await code(client.prepare({ rawPrompt: "hi", messages: user([text("hi")]) as never }))).toBe(
+      "INVALID_ARGUMENT: set exactly one of messages, raw_prompt or prompt_token_ids; the request sets messages and raw_prompt",
+    );
+  });
+
   it("passes deadlines through", async () => {
     const big = await sharp({ create: { width: 3000, height: 3000, channels: 3, background: "#123456" } })
       .jpeg()

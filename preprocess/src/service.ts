@@ -78,6 +78,8 @@ export function requestFromProto(req: PbPrepareRequest): PrepareRequest {
   return {
     requestId: req.requestId,
     messages: req.messages.map(turnFromProto),
+    rawPrompt: req.rawPrompt,
+    promptTokenIds: req.promptTokenIds,
     addGenerationPrompt: req.addGenerationPrompt,
     options: o && {
       maxSliceNums: o.maxSliceNums,

@@ -39,12 +39,20 @@ export interface PrepareOptions {
   readonly maxPromptTokens?: number | undefined;
 }
 
-/** A Prepare call. */
+/**
+ * A Prepare call. Exactly one prompt form: `messages` (non-empty, rendered with the chat template),
+ * `rawPrompt` (legacy completions: tokenised as is, special-token strings are special tokens, no BOS),
+ * or `promptTokenIds` (non-empty, the prompt as ids). Raw and id prompts carry no media.
+ */
 export interface PrepareRequest {
   readonly requestId?: string | undefined;
   readonly messages: readonly ChatTurn[];
+  /** Text tokenised without the chat template (special-token strings become their ids). */
+  readonly rawPrompt?: string | undefined;
+  /** The prompt as token ids, each below the vocabulary size. */
+  readonly promptTokenIds?: readonly number[] | undefined;
   readonly options?: PrepareOptions | undefined;
-  /** Append `<|im_start|>assistant\n` (true for generation). */
+  /** Append `<|im_start|>assistant\n` (true for generation; chat messages only). */
   readonly addGenerationPrompt: boolean;
 }
 

@@ -77,6 +77,8 @@ export class GrpcPreprocessBackend implements PreprocessBackend {
         {
           requestId: input.requestId,
           messages: input.messages.map((m) => ({ role: ROLE[m.role], parts: m.parts.map(partToPb) })),
+          rawPrompt: input.rawPrompt,
+          promptTokenIds: input.promptTokenIds ?? [],
           options: {
             maxSliceNums: o.maxSliceNums,
             useImageId: o.useImageId,

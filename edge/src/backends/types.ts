@@ -35,10 +35,16 @@ export interface PrepareOptions {
   maxPromptTokens?: number;
 }
 
-/** Input of PreprocessService.Prepare. */
+/**
+ * Input of PreprocessService.Prepare: a chat (`messages`), or for legacy completions a prompt given as text
+ * (`rawPrompt`, no chat template; special-token strings are special tokens) or as token ids
+ * (`promptTokenIds`) with `messages` empty.
+ */
 export interface PrepareInput {
   requestId: string;
   messages: ChatMessage[];
+  rawPrompt?: string;
+  promptTokenIds?: number[];
   options: PrepareOptions;
   addGenerationPrompt: boolean;
 }

@@ -1,7 +1,7 @@
 /** GET /v1/models and GET /v1/models/{id}: the one served model, in vLLM's shape. */
 import type { Hono } from "hono";
 import type { AppContext, EdgeEnv } from "../app";
-import { EdgeError } from "../errors";
+import { checkModel } from "./generation";
 
 /** Registers GET /v1/models and GET /v1/models/{id} (OpenAI's models.retrieve; ids may contain "/"). */
 export function registerModelRoutes(app: Hono<EdgeEnv>, ctx: AppContext): void {
@@ -22,13 +22,7 @@ export function registerModelRoutes(app: Hono<EdgeEnv>, ctx: AppContext): void {
   };
   app.get("/v1/models", async (c) => c.json({ object: "list", data: [await card()] }));
   app.get("/v1/models/:id{.+}", async (c) => {
-    const model = await card();
-    const asked = c.req.param("id");
-    if (asked !== model.id) {
-      throw new EdgeError("not_found", `The model \`${asked}\` does not exist (this server serves \`${model.id}\`).`, {
-        param: "model",
-      });
-    }
-    return c.json(model);
+    await checkModel(c.req.param("id"), ctx);
+    return c.json(await card());
   });
 }

@@ -14,12 +14,14 @@ import type {
   PrepareInput,
   PreprocessBackend,
 } from "../backends/types";
-import { EdgeError } from "../errors";
+import { backendError, EdgeError } from "../errors";
 
 /** Tokens the fake preprocess counts per image or video frame (64 placeholders + <image></image>). */
 export const FAKE_TOKENS_PER_IMAGE = 66;
 /** Template tokens the fake adds per message. */
 export const FAKE_TOKENS_PER_MESSAGE = 5;
+/** The fake preprocess rejects prompt token ids from here on (MiniCPM-V 2.6's vocabulary size). */
+export const FAKE_VOCAB_SIZE = 151666;
 
 function words(s: string): number {
   return s.split(/\s+/).filter(Boolean).length;
@@ -36,6 +38,7 @@ export class FakePreprocess implements PreprocessBackend {
     this.calls.push(input);
     this.metas.push(opts);
     if (this.fail) throw this.fail;
+    if (input.rawPrompt !== undefined || input.promptTokenIds !== undefined) return this.legacy(input);
     let text = 0;
     let image = 0;
     let video = 0;
@@ -85,6 +88,34 @@ export class FakePreprocess implements PreprocessBackend {
       tokenCounts: { text, image, video, total },
       promptText: input.messages.map((m) => `<|im_start|>${m.role}`).join("\n"),
     };
+  }
+
+  /**
+   * Legacy completions: a raw prompt counts one token per word (ids 0..k-1) and is its own prompt text; token
+   * ids are kept, must be below FAKE_VOCAB_SIZE, and read back as "t<id>" words.
+   */
+  private legacy(input: PrepareInput): PreparedPrompt {
+    let tokenIds: number[];
+    let promptText: string;
+    if (input.rawPrompt !== undefined) {
+      tokenIds = Array.from({ length: words(input.rawPrompt) }, (_, i) => i);
+      promptText = input.rawPrompt;
+    } else {
+      tokenIds = [...(input.promptTokenIds ?? [])];
+      tokenIds.forEach((id, i) => {
+        if (id >= FAKE_VOCAB_SIZE) {
+          throw backendError(
+            "preprocess",
+            "INVALID_ARGUMENT",
+            `prompt_token_ids[${i}]: ${id} is outside the vocabulary (0..${FAKE_VOCAB_SIZE - 1})`,
+          );
+        }
+      });
+      promptText = tokenIds.map((id) => `t${id}`).join(" ");
+    }
+    const total = tokenIds.length;
+    if (total === 0) throw backendError("preprocess", "INVALID_ARGUMENT", "raw_prompt must not be empty");
+    return { tokenIds, media: [], tokenCounts: { text: total, image: 0, video: 0, total }, promptText };
   }
 
   async healthy(): Promise<boolean> {
