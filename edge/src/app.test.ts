@@ -154,6 +154,11 @@ describe("POST /v1/chat/completions (non-streaming)", () => {
       max_tokens: 9,
       priority: -1,
       logit_bias: { "100": 5, "7": -100 },
+      // vLLM flags at the values this server always has are accepted.
+      skip_special_tokens: true,
+      include_stop_str_in_output: false,
+      echo: false,
+      guided_json: null,
       unknown_field: { anything: true },
     });
     expect(res.status).toBe(200);
@@ -182,9 +187,20 @@ describe("POST /v1/chat/completions (non-streaming)", () => {
     expect((await post(s.app, { ...hello, use_beam_search: true })).status).toBe(200);
     expect(gpu0(s).calls[0]?.params).toMatchObject({ beamWidth: 3, repetitionPenalty: 1.2, temperature: 0, n: 1 });
     expect(
-      (await post(s.app, { ...hello, use_beam_search: true, best_of: 5, n: 2, repetition_penalty: 1.1 })).status,
+      (
+        await post(s.app, {
+          ...hello,
+          use_beam_search: true,
+          best_of: 5,
+          n: 2,
+          repetition_penalty: 1.1,
+          length_penalty: 0.5,
+        })
+      ).status,
     ).toBe(200);
-    expect(gpu0(s).calls[1]?.params).toMatchObject({ beamWidth: 5, repetitionPenalty: 1.1, n: 2 });
+    expect(gpu0(s).calls[1]?.params).toMatchObject({ beamWidth: 5, repetitionPenalty: 1.1, n: 2, lengthPenalty: 0.5 });
+    const sampled = await post(s.app, { ...hello, length_penalty: 2 });
+    expect([sampled.status, (await errorOf(sampled)).param]).toEqual([400, "length_penalty"]);
     const bad = await post(s.app, { ...hello, use_beam_search: true, best_of: 2, n: 3 });
     expect(bad.status).toBe(400);
     expect((await errorOf(bad)).param).toBe("n");
@@ -311,6 +327,16 @@ describe("validation", () => {
     ["negative repetition_penalty", { ...hello, repetition_penalty: 0 }, "repetition_penalty", />0/],
     ["a logit_bias key that is no token id", { ...hello, logit_bias: { abc: 1 } }, "logit_bias.abc", /token ids/],
     ["a logit_bias above 100", { ...hello, logit_bias: { "5": 101 } }, "logit_bias.5", /<=100/],
+    ["guided_json", { ...hello, guided_json: { type: "object" } }, "guided_json", /guided decoding.*not supported/],
+    ["prompt_logprobs", { ...hello, prompt_logprobs: 1 }, "prompt_logprobs", /not supported/],
+    [
+      "include_stop_str_in_output",
+      { ...hello, include_stop_str_in_output: true },
+      "include_stop_str_in_output",
+      /not supported/,
+    ],
+    ["skip_special_tokens=false", { ...hello, skip_special_tokens: false }, "skip_special_tokens", /not supported/],
+    ["echo in chat", { ...hello, echo: true }, "echo", /not supported/],
   ];
   for (const [name, body, param, message] of cases) {
     it(`rejects ${name} with 400 naming ${param}`, async () => {

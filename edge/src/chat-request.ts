@@ -265,8 +265,11 @@ export function planChat(req: ChatRequest, limits: RequestLimits): ChatPlan {
     params.beamWidth = width;
     params.temperature = 0;
     params.repetitionPenalty = req.repetition_penalty ?? BEAM_PRESET.repetitionPenalty;
+    if (req.length_penalty != null) params.lengthPenalty = req.length_penalty;
   } else if (req.best_of != null && req.best_of !== n) {
     throw bad("best_of", "best_of is only supported with use_beam_search=true");
+  } else if (req.length_penalty != null && req.length_penalty !== 1) {
+    throw bad("length_penalty", "length_penalty applies to beam search only (use_beam_search=true)");
   }
 
   return {

@@ -40,6 +40,19 @@ const message = z.object({
 
 const probability = z.number().min(0).max(1);
 
+/** A vLLM extra this server does not implement: refused by name instead of silently ignored. */
+const refused = (what: string) =>
+  z
+    .unknown()
+    .refine((v) => v == null, { message: `${what} is not supported` })
+    .optional();
+/** A vLLM flag whose only supported value is `value` (the behaviour this server always has). */
+const onlyValue = (value: boolean, what: string) =>
+  z
+    .boolean()
+    .refine((v) => v === value, { message: `${what} is not supported` })
+    .nullish();
+
 /**
  * Sampling and stopping fields shared by chat and legacy completions (OpenAI names, then vLLM's extras).
  * Unset ones take the gpu-service's reference defaults.
@@ -67,6 +80,16 @@ function samplingFields(limits: SchemaLimits) {
     ignore_eos: z.boolean().nullish(),
     min_tokens: z.int().min(0).nullish(),
     priority: z.int().nullish(),
+    // vLLM extras that are not implemented: a 400 naming them beats an answer that silently ignores them.
+    guided_json: refused("guided decoding (guided_json)"),
+    guided_regex: refused("guided decoding (guided_regex)"),
+    guided_choice: refused("guided decoding (guided_choice)"),
+    guided_grammar: refused("guided decoding (guided_grammar)"),
+    structured_outputs: refused("structured outputs"),
+    prompt_logprobs: refused("prompt_logprobs"),
+    include_stop_str_in_output: onlyValue(false, "include_stop_str_in_output=true"),
+    skip_special_tokens: onlyValue(true, "skip_special_tokens=false"),
+    return_tokens_as_token_ids: onlyValue(false, "return_tokens_as_token_ids=true"),
   };
 }
 
@@ -86,7 +109,8 @@ export function chatRequestSchema(limits: SchemaLimits) {
       .nullish(),
     // vLLM extras
     use_beam_search: z.boolean().nullish(),
-    length_penalty: z.number().nullish(),
+    length_penalty: z.number().min(-10).max(10).nullish(),
+    echo: onlyValue(false, "echo=true in chat completions"),
     add_generation_prompt: z.boolean().nullish(),
     continue_final_message: z.boolean().nullish(),
     mm_processor_kwargs: z

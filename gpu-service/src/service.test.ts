@@ -145,6 +145,7 @@ describe("GenerationService with the fake model", () => {
       [{ beamWidth: 2, logprobs: true }, "params.logprobs: not supported with beam search"],
       [{ minTokens: 5, maxTokens: 2 }, "params.min_tokens: 5 must not exceed params.max_tokens (2)"],
       [{ logitBias: { 3: 101 } }, "params.logit_bias[3]: 101 must be in [-100, 100]"],
+      [{ lengthPenalty: 11 }, "params.length_penalty: 11 must be in [-10, 10]"],
     ];
     for (const [params, msg] of cases) {
       const o = await run(client, { prompt: { tokenIds: [1, 2] }, params });

@@ -146,6 +146,7 @@ export function toEngineRequest(req: GenerateRequest, id: string, limits: Servic
     ignoreEos: p?.ignoreEos ?? false,
     n,
     beamWidth: beam ? beamWidth : 1,
+    lengthPenalty: range("length_penalty", p?.lengthPenalty ?? 1, -10, 10),
     logprobs: p?.logprobs ?? false,
     topLogprobs,
     logitBias,

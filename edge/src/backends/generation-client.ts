@@ -87,6 +87,7 @@ export class GrpcGenerationBackend implements GenerationBackend {
           logprobs: p.logprobs,
           topLogprobs: p.topLogprobs,
           logitBias: p.logitBias ?? {},
+          lengthPenalty: p.lengthPenalty,
         },
       },
       callOptions(opts),

@@ -105,6 +105,8 @@ export interface GenerationParams {
   beamWidth: number;
   logprobs: boolean;
   topLogprobs: number;
+  /** Beam search length penalty (vLLM's length_penalty). */
+  lengthPenalty?: number;
   /** OpenAI's logit_bias: token id -> bias in [-100, 100]. */
   logitBias?: Record<number, number>;
 }

@@ -148,7 +148,7 @@ export class Engine {
         params.repetitionPenalty,
         this.stopIds(params),
         params.minTokens,
-        1,
+        params.lengthPenalty,
         params.logitBias,
       );
     const seed = params.seed ?? randomBytes(8).readBigUInt64LE();

@@ -111,17 +111,16 @@ describe("OutputText", () => {
 });
 
 describe("BeamSearch", () => {
-  it("follows transformers on a tiny fixed distribution", () => {
-    // Vocabulary: 0 = eos, 1..3 words. Step logits per beam depend only on the last token.
-    const dist: Record<number, number[]> = {
-      [-1]: [0.05, 0.5, 0.4, 0.05], // first step
-      1: [0.6, 0.1, 0.2, 0.1],
-      2: [0.1, 0.1, 0.1, 0.7],
-      3: [0.7, 0.1, 0.1, 0.1],
-    };
-    const logitsFor = (tokens: readonly number[]) =>
-      new Float32Array((dist[tokens[tokens.length - 1] ?? -1] as number[]).map(Math.log));
-    const bs = new BeamSearch(2, 1, [0]);
+  // Vocabulary: 0 = eos, 1..3 words. Step logits per beam depend only on the last token.
+  const dist: Record<number, number[]> = {
+    [-1]: [0.05, 0.5, 0.4, 0.05], // first step
+    1: [0.6, 0.1, 0.2, 0.1],
+    2: [0.1, 0.1, 0.1, 0.7],
+    3: [0.7, 0.1, 0.1, 0.1],
+  };
+  const logitsFor = (tokens: readonly number[]) =>
+    new Float32Array((dist[tokens[tokens.length - 1] ?? -1] as number[]).map(Math.log));
+  const search = (bs: BeamSearch) => {
     let beams = [{ tokens: [] as number[], score: 0 }];
     let steps = 0;
     while (!bs.done && steps < 10) {
@@ -132,6 +131,12 @@ describe("BeamSearch", () => {
       beams = ch.map((c) => ({ tokens: [...(beams[c.parent]?.tokens ?? []), c.token], score: c.score }));
       steps++;
     }
+    return { beams, steps };
+  };
+
+  it("follows transformers on a tiny fixed distribution", () => {
+    const bs = new BeamSearch(2, 1, [0]);
+    const { beams, steps } = search(bs);
     // Step 1: beams [1] (ln .5), [2] (ln .4).
     // Step 2: [1,eos] = ln .3 /2 = -0.602 (hyp); beams [2,3] ln .28, [1,2] ln .1
     // Step 3: [2,3,eos] ln .196 / 3 = -0.543 (hyp); beams [1,2,3] ln .07, [2,3,1] ln .028.
@@ -142,6 +147,14 @@ describe("BeamSearch", () => {
     expect(bs.hyps[0]?.score).toBeCloseTo(Math.log(0.196) / 3, 6);
     expect(bs.hyps[1]?.score).toBeCloseTo(Math.log(0.3) / 2, 6);
     expect(bs.finalize(beams, 1).map((h) => h.tokens)).toEqual([[2, 3]]);
+  });
+
+  it("ranks finished beams by summed log-probs / length^length_penalty", () => {
+    // length_penalty 0: raw sums, so the short [1] (ln .3 = -1.20) beats [2,3] (ln .196 = -1.63).
+    const bs = new BeamSearch(2, 1, [0], 0, 0);
+    search(bs);
+    expect(bs.hyps.map((h) => h.tokens)).toEqual([[1], [2, 3]]);
+    expect(bs.hyps[0]?.score).toBeCloseTo(Math.log(0.3), 6);
   });
 
   it("penalises repeated tokens on log-probs (x1.2) before ranking", () => {

@@ -250,6 +250,7 @@ export function greedyParams(maxTokens: number, overrides: Partial<SamplingParam
     ignoreEos: false,
     n: 1,
     beamWidth: 1,
+    lengthPenalty: 1,
     logprobs: false,
     topLogprobs: 0,
     logitBias: new Map(),

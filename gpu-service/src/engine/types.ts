@@ -85,6 +85,8 @@ export interface SamplingParams {
   n: number;
   /** > 1 selects beam search. */
   beamWidth: number;
+  /** Beam search: hypotheses are ranked by summed log-probs / length^lengthPenalty. */
+  lengthPenalty: number;
   logprobs: boolean;
   topLogprobs: number;
   /** Added to these token ids' logits before the penalties (OpenAI's logit_bias); ids are inside the vocabulary. */
