@@ -154,8 +154,8 @@ describe("POST /v1/chat/completions (non-streaming)", () => {
       max_tokens: 9,
       priority: -1,
       logit_bias: { "100": 5, "7": -100 },
-      // vLLM flags at the values this server always has are accepted.
       skip_special_tokens: true,
+      // vLLM flags at the values this server always has are accepted.
       include_stop_str_in_output: false,
       echo: false,
       guided_json: null,
@@ -178,6 +178,7 @@ describe("POST /v1/chat/completions (non-streaming)", () => {
         minTokens: 2,
         maxTokens: 5,
         logitBias: { 100: 5, 7: -100 },
+        skipSpecialTokens: true,
       },
     });
   });
@@ -335,7 +336,6 @@ describe("validation", () => {
       "include_stop_str_in_output",
       /not supported/,
     ],
-    ["skip_special_tokens=false", { ...hello, skip_special_tokens: false }, "skip_special_tokens", /not supported/],
     ["echo in chat", { ...hello, echo: true }, "echo", /not supported/],
   ];
   for (const [name, body, param, message] of cases) {

@@ -172,6 +172,8 @@ export type SamplingRequest = Pick<
   | "presence_penalty"
   | "frequency_penalty"
   | "seed"
+  | "logit_bias"
+  | "skip_special_tokens"
 >;
 
 /**
@@ -202,6 +204,8 @@ export function samplingParams(req: SamplingRequest, maxTokens: number | undefin
   if (req.frequency_penalty != null) params.frequencyPenalty = req.frequency_penalty;
   if (req.seed != null) params.seed = req.seed;
   if (maxTokens !== undefined) params.maxTokens = maxTokens;
+  if (req.logit_bias) params.logitBias = logitBias(req.logit_bias);
+  if (req.skip_special_tokens != null) params.skipSpecialTokens = req.skip_special_tokens;
   return params;
 }
 
@@ -255,7 +259,6 @@ export function planChat(req: ChatRequest, limits: RequestLimits): ChatPlan {
   const params = samplingParams(req, maxTokens);
   params.logprobs = req.logprobs ?? false;
   params.topLogprobs = req.top_logprobs ?? 0;
-  if (req.logit_bias) params.logitBias = logitBias(req.logit_bias);
 
   if (req.use_beam_search) {
     // Beam search is the reference's sampling=False mode: deterministic, 3 beams, repetition penalty 1.2;

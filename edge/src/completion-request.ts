@@ -3,7 +3,7 @@
  * Checks that need more than one field live here; each failure is a 400 naming the field.
  */
 import type { GenerationParams, PrepareInput } from "./backends/types";
-import { bad, logitBias, samplingParams } from "./chat-request";
+import { bad, samplingParams } from "./chat-request";
 import { EdgeError } from "./errors";
 import type { CompletionRequest, PromptBatch } from "./schemas";
 
@@ -49,7 +49,6 @@ export function planCompletion(req: CompletionRequest): CompletionPlan {
     params.logprobs = true;
     params.topLogprobs = req.logprobs;
   }
-  if (req.logit_bias) params.logitBias = logitBias(req.logit_bias);
   return {
     prompts: req.prompt,
     params,

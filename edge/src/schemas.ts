@@ -88,7 +88,7 @@ function samplingFields(limits: SchemaLimits) {
     structured_outputs: refused("structured outputs"),
     prompt_logprobs: refused("prompt_logprobs"),
     include_stop_str_in_output: onlyValue(false, "include_stop_str_in_output=true"),
-    skip_special_tokens: onlyValue(true, "skip_special_tokens=false"),
+    skip_special_tokens: z.boolean().nullish(),
     return_tokens_as_token_ids: onlyValue(false, "return_tokens_as_token_ids=true"),
   };
 }

@@ -147,6 +147,7 @@ export function toEngineRequest(req: GenerateRequest, id: string, limits: Servic
     n,
     beamWidth: beam ? beamWidth : 1,
     lengthPenalty: range("length_penalty", p?.lengthPenalty ?? 1, -10, 10),
+    skipSpecialTokens: p?.skipSpecialTokens ?? false,
     logprobs: p?.logprobs ?? false,
     topLogprobs,
     logitBias,

@@ -88,6 +88,7 @@ export class GrpcGenerationBackend implements GenerationBackend {
           topLogprobs: p.topLogprobs,
           logitBias: p.logitBias ?? {},
           lengthPenalty: p.lengthPenalty,
+          skipSpecialTokens: p.skipSpecialTokens,
         },
       },
       callOptions(opts),

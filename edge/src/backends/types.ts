@@ -105,6 +105,8 @@ export interface GenerationParams {
   beamWidth: number;
   logprobs: boolean;
   topLogprobs: number;
+  /** Leave special tokens out of the text (vLLM's skip_special_tokens; unset keeps them, as the reference). */
+  skipSpecialTokens?: boolean;
   /** Beam search length penalty (vLLM's length_penalty). */
   lengthPenalty?: number;
   /** OpenAI's logit_bias: token id -> bias in [-100, 100]. */

@@ -377,7 +377,7 @@ export class Engine {
   }
 
   private newSeq(r: RequestState, index: number, tokens: number[], spans: readonly MediaSpan[], seed: bigint): Seq {
-    const text = r.beam ? null : new OutputText(this.tok, r.params.stop);
+    const text = r.beam ? null : new OutputText(this.tok, r.params.stop, r.params.skipSpecialTokens);
     return new Seq(this.seqIds++, index, tokens, r.promptLen, spans, new Rng(seed, index), text);
   }
 
@@ -465,7 +465,7 @@ export class Engine {
     const beam = r.beam as BeamSearch;
     const hyps = beam.finalize(live, r.params.n);
     for (const [i, h] of hyps.entries()) {
-      const text = new OutputText(this.tok, []);
+      const text = new OutputText(this.tok, [], r.params.skipSpecialTokens);
       let s = "";
       for (const t of h.tokens) s += text.push(t).text;
       s += text.flush();

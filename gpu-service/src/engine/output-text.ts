@@ -15,9 +15,11 @@ export class OutputText {
   private stopped = false;
   private readonly maxStop: number;
 
+  /** @param skipSpecial leave special tokens out of the text (they still count as generated tokens) */
   constructor(
     private readonly tok: TokenBytes,
     private readonly stops: readonly string[],
+    private readonly skipSpecial = false,
   ) {
     this.maxStop = stops.reduce((m, s) => Math.max(m, s.length), 0);
   }
@@ -29,7 +31,8 @@ export class OutputText {
    */
   push(tokenId: number, checkStops = true): { text: string; stop?: string } {
     if (this.stopped) return { text: "" };
-    this.pending += this.decoder.decode(this.tok.tokenBytes(tokenId), { stream: true });
+    if (!(this.skipSpecial && this.tok.isSpecial?.(tokenId)))
+      this.pending += this.decoder.decode(this.tok.tokenBytes(tokenId), { stream: true });
     return this.drain(checkStops);
   }
 

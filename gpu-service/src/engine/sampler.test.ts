@@ -108,6 +108,14 @@ describe("OutputText", () => {
     expect(t.push(3)).toEqual({ text: "" }); // an incomplete character
     expect(t.flush()).toBe("a\uFFFD");
   });
+
+  it("keeps special tokens' text as the reference does, or leaves it out with skip_special_tokens", () => {
+    const tok = { ...table(["a", "<ref>", "b"]), isSpecial: (id: number) => id === 1 };
+    const keep = new OutputText(tok, []);
+    const skip = new OutputText(tok, [], true);
+    expect([0, 1, 2].map((id) => keep.push(id).text).join("")).toBe("a<ref>b");
+    expect([0, 1, 2].map((id) => skip.push(id).text).join("")).toBe("ab");
+  });
 });
 
 describe("BeamSearch", () => {

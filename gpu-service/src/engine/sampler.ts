@@ -251,6 +251,7 @@ export function greedyParams(maxTokens: number, overrides: Partial<SamplingParam
     n: 1,
     beamWidth: 1,
     lengthPenalty: 1,
+    skipSpecialTokens: false,
     logprobs: false,
     topLogprobs: 0,
     logitBias: new Map(),

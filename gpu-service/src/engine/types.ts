@@ -38,6 +38,8 @@ export interface EngineModel {
 /** The tokenizer as the engine needs it: raw bytes of one token (special tokens as their literal text). */
 export interface TokenBytes {
   tokenBytes(id: number): Uint8Array;
+  /** Whether `id` is a special added token (absent: none is). */
+  isSpecial?(id: number): boolean;
 }
 
 /** One image or video frame of a prompt. */
@@ -87,6 +89,8 @@ export interface SamplingParams {
   beamWidth: number;
   /** Beam search: hypotheses are ranked by summed log-probs / length^lengthPenalty. */
   lengthPenalty: number;
+  /** Leave special tokens out of the text (vLLM's skip_special_tokens; the reference keeps them). */
+  skipSpecialTokens: boolean;
   logprobs: boolean;
   topLogprobs: number;
   /** Added to these token ids' logits before the penalties (OpenAI's logit_bias); ids are inside the vocabulary. */
