@@ -29,8 +29,8 @@ interface Golden {
 }
 
 const meta = JSON.parse(readFileSync(join(GOLDEN, "tiny-a/i_text_only/meta.json"), "utf8")) as Golden;
-// The reference ran greedy with repetition_penalty 1.0; unset, the gpu-service applies chat()'s 1.05.
-const GREEDY = { temperature: 0, repetition_penalty: 1 };
+// temperature 0 alone is plain greedy (repetition penalty 1.0), as the reference ran it.
+const GREEDY = { temperature: 0 };
 
 describe("legacy completions with the openai client against the real stack (tiny-a)", () => {
   let stack: Stack;
@@ -146,6 +146,25 @@ describe("legacy completions with the openai client against the real stack (tiny
     for (const top of lp?.top_logprobs ?? []) expect(Object.keys(top)).toHaveLength(2);
     const [first, second] = meta.top5_last.ids.map((id) => tokenizer.tokenText(id));
     expect(Object.keys(lp?.top_logprobs?.[0] ?? {}).sort()).toEqual([first, second].sort());
+  });
+
+  it("tokenizes and detokenizes like vLLM's /tokenize and /detokenize", async () => {
+    const post = async (path: string, body: unknown) => {
+      const res = await fetch(`${stack.edgeUrl}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      expect(res.status).toBe(200);
+      return (await res.json()) as Record<string, unknown>;
+    };
+    const raw = await post("/tokenize", { model: MODEL, prompt: meta.final_prompt });
+    expect(raw).toMatchObject({ count: meta.num_tokens, tokens: meta.input_ids, max_model_len: 32768 });
+    // The same conversation as chat messages renders to the same ids.
+    const question = meta.final_prompt.split("<|im_start|>user\n")[1]?.split("<|im_end|>")[0] as string;
+    const chat = await post("/tokenize", { messages: [{ role: "user", content: question }] });
+    expect(chat.tokens).toEqual(meta.input_ids);
+    expect(await post("/detokenize", { tokens: meta.input_ids })).toEqual({ model: MODEL, prompt: meta.final_prompt });
   });
 
   it("raises the client's BadRequestError naming the field", async () => {

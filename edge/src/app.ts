@@ -11,7 +11,7 @@
  */
 
 import type { Tracer } from "@opentelemetry/api";
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { requestId } from "hono/request-id";
@@ -29,6 +29,7 @@ import { registerCompletionRoutes } from "./routes/completions";
 import { registerHealthRoutes } from "./routes/health";
 import { registerMetricsRoutes } from "./routes/metrics";
 import { registerModelRoutes } from "./routes/models";
+import { registerTokenizeRoutes } from "./routes/tokenize";
 import { registerWebPage } from "./web";
 
 /** The model id used when neither SERVED_MODEL_NAME nor a gpu-service's Info names one. */
@@ -72,6 +73,8 @@ const ROUTES = new Set([
   "/v1/chat/completions/render",
   "/v1/completions",
   "/v1/models",
+  "/tokenize",
+  "/detokenize",
   "/health",
   "/metrics",
 ]);
@@ -133,8 +136,9 @@ export function createApp(deps: AppDeps): Hono<EdgeEnv> {
     return c.json(e.body, 404);
   });
 
-  // API keys and per-key rate limits guard the OpenAI API; /health and /metrics stay open for probes.
-  app.use("/v1/*", async (c, next) => {
+  // API keys and per-key rate limits guard the OpenAI API and vLLM's /tokenize and /detokenize; /health and
+  // /metrics stay open for probes.
+  const guard: MiddlewareHandler<EdgeEnv> = async (c, next) => {
     if (c.req.method === "OPTIONS") return next();
     const caller = keys.identify(c.req.header("authorization"));
     if (caller === null) {
@@ -150,28 +154,23 @@ export function createApp(deps: AppDeps): Hono<EdgeEnv> {
       throw new EdgeError("rate_limited", adm.message, { retryAfterS: adm.retryAfterS, reason: adm.reason });
     }
     await next();
+  };
+  const limitBody = bodyLimit({
+    maxSize: config.maxBodyBytes,
+    onError: () => {
+      metrics.reject("body_too_large");
+      throw new EdgeError("invalid_request", `request body is larger than the limit of ${config.maxBodyBytes} bytes`, {
+        param: "body",
+        reason: "body_too_large",
+      });
+    },
   });
-  app.use(
-    "/v1/*",
-    bodyLimit({
-      maxSize: config.maxBodyBytes,
-      onError: () => {
-        metrics.reject("body_too_large");
-        throw new EdgeError(
-          "invalid_request",
-          `request body is larger than the limit of ${config.maxBodyBytes} bytes`,
-          {
-            param: "body",
-            reason: "body_too_large",
-          },
-        );
-      },
-    }),
-  );
+  for (const path of ["/v1/*", "/tokenize", "/detokenize"]) app.use(path, guard, limitBody);
 
   registerChatRoutes(app, ctx);
   registerCompletionRoutes(app, ctx);
   registerModelRoutes(app, ctx);
+  registerTokenizeRoutes(app, ctx);
   registerHealthRoutes(app, ctx);
   registerMetricsRoutes(app, ctx);
   if (deps.webPage ?? true) registerWebPage(app);

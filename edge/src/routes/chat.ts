@@ -17,10 +17,9 @@ import {
   account,
   checkModel,
   contextCheck,
-  promptTokenLimit,
+  prepareOnly,
   promptTokens,
   readRequest,
-  requestSignal,
   runGeneration,
   schemaCache,
   usageHeaders,
@@ -47,23 +46,12 @@ async function render(c: C, ctx: AppContext): Promise<Response> {
   const { req, plan } = await readChat(c, ctx);
   const model = await checkModel(req.model, ctx);
   setRequestModel(model);
-  const { ac, dispose } = requestSignal(c, ctx);
   const info = ctx.pool.modelInfo();
-  const prompt = await ctx.preprocess
-    .prepare(
-      {
-        requestId: c.get("requestId"),
-        messages: plan.messages,
-        options: { ...plan.options, maxPromptTokens: promptTokenLimit(ctx) },
-        addGenerationPrompt: plan.addGenerationPrompt,
-      },
-      {
-        signal: ac.signal,
-        deadline: new Date(Date.now() + ctx.config.requestTimeoutMs),
-        requestId: c.get("requestId"),
-      },
-    )
-    .finally(dispose);
+  const prompt = await prepareOnly(c, ctx, {
+    messages: plan.messages,
+    options: plan.options,
+    addGenerationPrompt: plan.addGenerationPrompt,
+  });
   const queryNum = info?.queryNum || 64;
   const t = prompt.tokenCounts;
   const ctxLen = info?.contextLength ?? null;

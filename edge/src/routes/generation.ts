@@ -93,6 +93,25 @@ export function requestSignal(c: C, ctx: AppContext): { ac: AbortController; dis
   return { ac, dispose };
 }
 
+/**
+ * Runs Prepare alone (no generation) for a request: its request id, the client's disconnect, the edge's
+ * shutdown and the request timeout cancel it. The prompt-token limit is the context's.
+ */
+export async function prepareOnly(
+  c: C,
+  ctx: AppContext,
+  input: Omit<PrepareInput, "requestId">,
+): Promise<PreparedPrompt> {
+  const { ac, dispose } = requestSignal(c, ctx);
+  const requestId = c.get("requestId");
+  return ctx.preprocess
+    .prepare(
+      { ...input, requestId, options: { ...input.options, maxPromptTokens: promptTokenLimit(ctx) } },
+      { signal: ac.signal, deadline: new Date(Date.now() + ctx.config.requestTimeoutMs), requestId },
+    )
+    .finally(dispose);
+}
+
 /** The prompt-token limit sent to Prepare: the context length minus one generated token (0: the service's own). */
 export function promptTokenLimit(ctx: AppContext): number {
   const info = ctx.pool.modelInfo();
