@@ -213,6 +213,30 @@ describe("the openai client against the real stack (tiny-a)", () => {
     }
   });
 
+  it("returns logprobs with beam search, streamed or not", async () => {
+    const body = {
+      model: MODEL,
+      messages: [{ role: "user", content: "Count to three." }],
+      max_tokens: 4,
+      ignore_eos: true,
+      use_beam_search: true,
+      logprobs: true,
+      top_logprobs: 2,
+    };
+    const r = await client.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    const content = r.choices[0]?.logprobs?.content ?? [];
+    expect(content).toHaveLength(4);
+    expect(content.map((t) => t.token).join("")).toBe(r.choices[0]?.message.content);
+    for (const t of content) expect(t.top_logprobs).toHaveLength(2);
+    const stream = await client.chat.completions.create({
+      ...body,
+      stream: true,
+    } as OpenAI.ChatCompletionCreateParamsStreaming);
+    const streamed: OpenAI.ChatCompletionTokenLogprob[] = [];
+    for await (const chunk of stream) streamed.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+    expect(streamed).toEqual(content);
+  });
+
   it("applies logit_bias: +100 makes one token the whole answer", async () => {
     const tokenizer = await loadTokenizer(stack.modelDir);
     const [yes] = tokenizer.encodePlain("Yes");

@@ -142,7 +142,7 @@ describe("GenerationService with the fake model", () => {
       [{ n: 9 }, "params.n: 9 exceeds the limit of 4"],
       [{ topLogprobs: 21, logprobs: true }, "params.top_logprobs: 21 exceeds the limit of 20"],
       [{ presencePenalty: 3 }, "params.presence_penalty: 3 must be in [-2, 2]"],
-      [{ beamWidth: 2, logprobs: true }, "params.logprobs: not supported with beam search"],
+      [{ beamWidth: 2, stop: ["x"] }, "params.stop: not supported with beam search"],
       [{ minTokens: 5, maxTokens: 2 }, "params.min_tokens: 5 must not exceed params.max_tokens (2)"],
       [{ logitBias: { 3: 101 } }, "params.logit_bias[3]: 101 must be in [-100, 100]"],
       [{ lengthPenalty: 11 }, "params.length_penalty: 11 must be in [-10, 10]"],

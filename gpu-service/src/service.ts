@@ -114,7 +114,6 @@ export function toEngineRequest(req: GenerateRequest, id: string, limits: Servic
   const topLogprobs = p?.topLogprobs ?? 0;
   if (topLogprobs > 20) throw bad(`params.top_logprobs: ${topLogprobs} exceeds the limit of 20`);
   if (topLogprobs > 0 && !p?.logprobs) throw bad("params.top_logprobs: requires params.logprobs");
-  if (beam && p?.logprobs) throw bad("params.logprobs: not supported with beam search (params.beam_width > 1)");
   if (beam && stop.length > 0) throw bad("params.stop: not supported with beam search (params.beam_width > 1)");
   const logitBias = new Map<number, number>();
   for (const [key, bias] of Object.entries(p?.logitBias ?? {})) {

@@ -16,7 +16,9 @@
 import { applyPenalties, logSumExp } from "./sampler";
 
 /** A finished hypothesis. */
-export interface Hypothesis {
+export interface Hypothesis<P = unknown> {
+  /** What the caller attached to the beam (e.g. its per-token logprobs), extended for the terminator. */
+  payload?: P;
   /** Generated tokens, without the terminator. */
   tokens: number[];
   /** Length-normalised score. */
@@ -26,7 +28,9 @@ export interface Hypothesis {
 }
 
 /** A live beam as the search sees it. */
-export interface LiveBeam {
+export interface LiveBeam<P = unknown> {
+  /** Caller's data carried into the hypothesis this beam may become. */
+  payload?: P;
   /** Generated tokens so far. */
   tokens: readonly number[];
   /** Sum of processed log-probs so far. */
@@ -41,9 +45,9 @@ export interface BeamChoice {
 }
 
 /** Beam-search bookkeeping for one request. */
-export class BeamSearch {
+export class BeamSearch<P = unknown> {
   /** Finished hypotheses, best first, at most `width`. */
-  readonly hyps: Hypothesis[] = [];
+  readonly hyps: Hypothesis<P>[] = [];
   /** Whether no live beam can beat the finished hypotheses any more. */
   done = false;
   private worst = 1e9;
@@ -61,7 +65,12 @@ export class BeamSearch {
    * One step over the live beams, each with its logits. Returns the next beams (at most `width`; fewer or
    * none only when the search is done).
    */
-  step(beams: readonly LiveBeam[], logits: readonly Float32Array[]): BeamChoice[] {
+  step(
+    beams: readonly LiveBeam<P>[],
+    logits: readonly Float32Array[],
+    /** The payload of a hypothesis that beam `parent` ends with terminator `token`. */
+    endPayload?: (parent: number, token: number) => P,
+  ): BeamChoice[] {
     const genLen = (beams[0]?.tokens.length ?? 0) + 1;
     const keep = Math.max(2, 1 + this.eos.length) * this.width;
     // Candidate scores per beam, then a global top-`keep` (best first, lower flat index on ties).
@@ -95,7 +104,13 @@ export class BeamSearch {
       const c = top[rank] as BeamChoice;
       if (this.eos.includes(c.token)) {
         if (rank >= this.width) continue;
-        this.add([...(beams[c.parent] as LiveBeam).tokens], c.score, genLen, c.token);
+        this.add(
+          [...(beams[c.parent] as LiveBeam<P>).tokens],
+          c.score,
+          genLen,
+          c.token,
+          endPayload?.(c.parent, c.token),
+        );
       } else next.push(c);
     }
     const best = top[0]?.score ?? Number.NEGATIVE_INFINITY;
@@ -107,23 +122,24 @@ export class BeamSearch {
   }
 
   /** Ends the search (length limit): live beams become hypotheses; returns the best `n`. */
-  finalize(beams: readonly LiveBeam[], n: number): Hypothesis[] {
-    if (!this.done) for (const b of beams) this.add([...b.tokens], b.score, b.tokens.length);
+  finalize(beams: readonly LiveBeam<P>[], n: number): Hypothesis<P>[] {
+    if (!this.done) for (const b of beams) this.add([...b.tokens], b.score, b.tokens.length, undefined, b.payload);
     this.done = true;
     return this.hyps.slice(0, n);
   }
 
-  private add(tokens: number[], sumLogprobs: number, genLen: number, eosToken?: number): void {
+  private add(tokens: number[], sumLogprobs: number, genLen: number, eosToken?: number, payload?: P): void {
     const score = sumLogprobs / genLen ** this.lengthPenalty;
     if (this.hyps.length < this.width || score > this.worst) {
       let i = this.hyps.length;
-      while (i > 0 && (this.hyps[i - 1] as Hypothesis).score < score) i--;
-      const h: Hypothesis = { tokens, score };
+      while (i > 0 && (this.hyps[i - 1] as Hypothesis<P>).score < score) i--;
+      const h: Hypothesis<P> = { tokens, score };
       if (eosToken !== undefined) h.eosToken = eosToken;
+      if (payload !== undefined) h.payload = payload;
       this.hyps.splice(i, 0, h);
       if (this.hyps.length > this.width) this.hyps.pop();
       // The list is sorted best first, so the worst is last.
-      this.worst = (this.hyps[this.hyps.length - 1] as Hypothesis).score;
+      this.worst = (this.hyps[this.hyps.length - 1] as Hypothesis<P>).score;
     }
   }
 }

@@ -212,6 +212,26 @@ describe("Engine", () => {
     expect(engine.pool.numUsed).toBe(0);
   });
 
+  it("returns each beam's logprobs with beam search, one per returned token, same beams as without", async () => {
+    const { engine } = make();
+    const beam = { beamWidth: 3, n: 2, repetitionPenalty: 1.2, maxTokens: 8 };
+    const plain = collect(engine, request(prompt(4, 7), beam));
+    const withLp = collect(engine, request(prompt(4, 7), { ...beam, logprobs: true, topLogprobs: 2 }));
+    await drain(engine);
+    expect(withLp.tokens).toEqual(plain.tokens);
+    for (const [i, ids] of withLp.tokens.entries()) {
+      const ev = withLp.events.find((e) => e.type === "token" && e.index === i);
+      const lps = ev?.type === "token" ? (ev.logprobs ?? []) : [];
+      expect(lps.map((l) => l.chosen.tokenId)).toEqual(ids);
+      for (const l of lps) {
+        expect(l.top).toHaveLength(2);
+        expect(l.chosen.logprob).toBeLessThanOrEqual((l.top[0]?.logprob as number) + 1e-6);
+        expect(l.top[0]?.logprob as number).toBeGreaterThanOrEqual(l.top[1]?.logprob as number);
+      }
+    }
+    expect(engine.pool.numUsed).toBe(0);
+  });
+
   it("stops on stop strings, stop ids, terminators and max_tokens, respecting min_tokens", async () => {
     const { engine } = make();
     const base = collect(engine, request(prompt(6, 5), { maxTokens: 12, ignoreEos: true }));

@@ -15,11 +15,11 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { BeamSearch } from "./beam-search";
+import { BeamSearch, type LiveBeam } from "./beam-search";
 import { BlockPool } from "./block-pool";
 import { EncoderCache } from "./encoder-cache";
 import { KVCacheManager, type MediaSpan } from "./kv-cache-manager";
-import { nextToken } from "./next-token";
+import { nextToken, positionLogprobs } from "./next-token";
 import { OutputText } from "./output-text";
 import { promptMediaSpans } from "./prompt-spans";
 import { Rng } from "./sampler";
@@ -32,6 +32,7 @@ import {
   type EngineRequest,
   type EngineStats,
   type FinishReason,
+  type PositionLogprobs,
   RequestError,
   type SeqStep,
   type StepRecord,
@@ -409,14 +410,20 @@ export class Engine {
 
   /** Beam mode: once every live beam has logits, chooses the next beams (forking parents copy-on-write). */
   private beamStep(r: RequestState): void {
-    const beam = r.beam as BeamSearch;
+    const beam = r.beam as BeamSearch<PositionLogprobs[]>;
     if (!r.seqs.every((s) => s.pendingLogits !== null)) return;
     const seqs = [...r.seqs];
-    const live = seqs.map((s) => ({ tokens: s.generated(), score: s.beamScore }));
-    const choices = beam.step(
-      live,
-      seqs.map((s) => s.pendingLogits as Float32Array),
-    );
+    const live = seqs.map((s) => ({ tokens: s.generated(), score: s.beamScore, payload: s.beamLogprobs }));
+    const logits = seqs.map((s) => s.pendingLogits as Float32Array);
+    // With logprobs, each beam's list grows by the chosen token's entry (raw distribution, like sampling).
+    const extend = (parent: number, token: number): PositionLogprobs[] =>
+      r.params.logprobs
+        ? [
+            ...(seqs[parent] as Seq).beamLogprobs,
+            positionLogprobs(logits[parent] as Float32Array, token, r.params.topLogprobs, this.tok),
+          ]
+        : [];
+    const choices = beam.step(live, logits, extend);
     for (const s of seqs) s.pendingLogits = null;
     if (choices.length === 0) {
       this.beamFinish(r, live);
@@ -424,12 +431,13 @@ export class Engine {
     }
     // Forks first (children copy the parent before it grows), then append.
     const used = new Set<Seq>();
-    const targets: [Seq, number, number][] = [];
+    const targets: [Seq, number, number, PositionLogprobs[]][] = [];
     for (const c of choices) {
       const parent = seqs[c.parent] as Seq;
+      const lps = extend(c.parent, c.token);
       if (!used.has(parent)) {
         used.add(parent);
-        targets.push([parent, c.token, c.score]);
+        targets.push([parent, c.token, c.score, lps]);
       } else {
         const child = new Seq(
           this.seqIds++,
@@ -441,13 +449,14 @@ export class Engine {
           null,
         );
         this.scheduler.fork(r, parent, child);
-        targets.push([child, c.token, c.score]);
+        targets.push([child, c.token, c.score, lps]);
       }
     }
     for (const s of seqs) if (!used.has(s)) this.scheduler.finishSeq(r, s);
-    for (const [s, tok, score] of targets) {
+    for (const [s, tok, score, lps] of targets) {
       s.tokens.push(tok);
       s.beamScore = score;
+      s.beamLogprobs = lps;
     }
     this.generationTokens += targets.length;
     const now = this.now();
@@ -457,12 +466,12 @@ export class Engine {
     if (len >= r.params.maxTokens)
       this.beamFinish(
         r,
-        r.seqs.map((s) => ({ tokens: s.generated(), score: s.beamScore })),
+        r.seqs.map((s) => ({ tokens: s.generated(), score: s.beamScore, payload: s.beamLogprobs })),
       );
   }
 
-  private beamFinish(r: RequestState, live: { tokens: number[]; score: number }[]): void {
-    const beam = r.beam as BeamSearch;
+  private beamFinish(r: RequestState, live: LiveBeam<PositionLogprobs[]>[]): void {
+    const beam = r.beam as BeamSearch<PositionLogprobs[]>;
     const hyps = beam.finalize(live, r.params.n);
     for (const [i, h] of hyps.entries()) {
       const text = new OutputText(this.tok, [], r.params.skipSpecialTokens);
@@ -472,7 +481,9 @@ export class Engine {
       const fromEos = h.eosToken !== undefined;
       const ids = h.eosToken !== undefined ? [...h.tokens, h.eosToken] : h.tokens;
       r.completionTokens += ids.length;
-      r.emit({ type: "token", index: i, tokenIds: ids, text: s });
+      const ev: Extract<EngineEvent, { type: "token" }> = { type: "token", index: i, tokenIds: ids, text: s };
+      if (r.params.logprobs) ev.logprobs = h.payload ?? [];
+      r.emit(ev);
       r.emit({
         type: "choice_end",
         index: i,

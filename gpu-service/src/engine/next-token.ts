@@ -6,13 +6,23 @@
 import type { OutputText } from "./output-text";
 import { applyPenalties, logprobsOf, sampleToken } from "./sampler";
 import type { Seq } from "./sequence";
-import type { EngineEvent, FinishReason, SamplingParams, TokenBytes, TokenLogprob } from "./types";
+import type { EngineEvent, FinishReason, PositionLogprobs, SamplingParams, TokenBytes, TokenLogprob } from "./types";
 
 /** What one step produced for one sequence. */
 export interface NextToken {
   event: Extract<EngineEvent, { type: "token" }>;
   finish?: FinishReason;
   stopReason: string;
+}
+
+/** One position's logprobs: the chosen token and the `topN` most likely, from the raw logits, with bytes. */
+export function positionLogprobs(logits: Float32Array, id: number, topN: number, tok: TokenBytes): PositionLogprobs {
+  const withBytes = (t: { tokenId: number; logprob: number }): TokenLogprob => ({
+    ...t,
+    bytes: tok.tokenBytes(t.tokenId),
+  });
+  const lp = logprobsOf(logits, id, topN);
+  return { chosen: withBytes(lp.chosen), top: lp.top.map(withBytes) };
 }
 
 /**
@@ -32,14 +42,7 @@ export function nextToken(
   const id = sampleToken(x, p, s.rng);
   s.tokens.push(id);
   const event: NextToken["event"] = { type: "token", index: s.index, tokenIds: [id], text: "" };
-  if (p.logprobs) {
-    const withBytes = (t: { tokenId: number; logprob: number }): TokenLogprob => ({
-      ...t,
-      bytes: tok.tokenBytes(t.tokenId),
-    });
-    const lp = logprobsOf(logits, id, p.topLogprobs);
-    event.logprobs = [{ chosen: withBytes(lp.chosen), top: lp.top.map(withBytes) }];
-  }
+  if (p.logprobs) event.logprobs = [positionLogprobs(logits, id, p.topLogprobs, tok)];
   const checkStops = s.numGenerated >= p.minTokens;
   const text = s.text as OutputText;
   if (checkStops && stopIds.includes(id)) {

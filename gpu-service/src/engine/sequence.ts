@@ -8,7 +8,7 @@ import type { MediaSpan } from "./kv-cache-manager";
 import type { OutputText } from "./output-text";
 import type { Rng } from "./sampler";
 import type { SchedGroup, SchedSeq } from "./scheduler";
-import type { EngineEvent, EngineRequest, MediaInput, SamplingParams, VisionRecord } from "./types";
+import type { EngineEvent, EngineRequest, MediaInput, PositionLogprobs, SamplingParams, VisionRecord } from "./types";
 
 /** One sequence: the prompt plus one completion (or one beam). */
 export class Seq implements SchedSeq {
@@ -20,6 +20,8 @@ export class Seq implements SchedSeq {
   beamScore = 0;
   /** Beam search: logits waiting for the sibling beams to catch up. */
   pendingLogits: Float32Array | null = null;
+  /** Beam search with logprobs: one entry per generated token (copied when the beam forks). */
+  beamLogprobs: PositionLogprobs[] = [];
 
   constructor(
     readonly seqId: number,
@@ -50,7 +52,8 @@ export class RequestState implements SchedGroup<Seq> {
   /** Whether n > 1 has forked the prompt sequence already. */
   forked = false;
   /** Beam search state when beam_width > 1. */
-  beam: BeamSearch | null = null;
+  /** Beam search; a hypothesis carries its tokens' logprobs when the request asked for them. */
+  beam: BeamSearch<PositionLogprobs[]> | null = null;
   /** Vision embeddings this request still needs, by content hash. */
   readonly embeds = new Map<string, Float32Array[]>();
   /** Last placeholder position + 1 (0 without media); set by the engine. */

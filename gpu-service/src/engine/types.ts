@@ -158,6 +158,12 @@ export interface TokenLogprob {
   bytes: Uint8Array;
 }
 
+/** One generated position: the chosen token and the most likely alternatives. */
+export interface PositionLogprobs {
+  chosen: TokenLogprob;
+  top: TokenLogprob[];
+}
+
 export type FinishReason = "stop" | "length" | "abort";
 
 /** Token usage of a request. */
@@ -186,7 +192,7 @@ export type EngineEvent =
       index: number;
       tokenIds: number[];
       text: string;
-      logprobs?: { chosen: TokenLogprob; top: TokenLogprob[] }[];
+      logprobs?: PositionLogprobs[];
     }
   | { type: "choice_end"; index: number; finishReason: FinishReason; stopReason: string }
   | { type: "final"; usage: Usage; timings: Timings; timeline?: RequestTimeline }
