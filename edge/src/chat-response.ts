@@ -2,7 +2,15 @@
  * Domain generate events -> the OpenAI/vLLM response JSON: the non-streaming `chat.completion` body and
  * the `chat.completion.chunk` objects of an SSE stream.
  */
-import type { FinishReason, GenerateEvent, Timings, TokenLogprob, TokenLogprobEntry, Usage } from "./backends/types";
+import type {
+  FinishReason,
+  GenerateEvent,
+  PreparedPrompt,
+  Timings,
+  TokenLogprob,
+  TokenLogprobEntry,
+  Usage,
+} from "./backends/types";
 
 /** Token usage in the OpenAI shape, with vLLM's cached_tokens and per-modality prompt counts. */
 export interface UsageJson {
@@ -48,6 +56,23 @@ export function usageJson(u: Usage): UsageJson {
       video_tokens: m.video,
     },
   };
+}
+
+/**
+ * vLLM's continuous_usage_stats: the usage so far of prompts `prompts` (summed) with `completionTokens`
+ * generated until now (cached tokens are known only at the end).
+ */
+export function runningUsageJson(prompts: readonly PreparedPrompt[], completionTokens: number): UsageJson {
+  const by = { text: 0, image: 0, video: 0, total: 0 };
+  let promptTokens = 0;
+  for (const p of prompts) {
+    by.text += p.tokenCounts.text;
+    by.image += p.tokenCounts.image;
+    by.video += p.tokenCounts.video;
+    by.total += p.tokenCounts.total;
+    promptTokens += p.tokenCounts.total || p.tokenIds.length;
+  }
+  return usageJson({ promptTokens, promptTokensByModality: by, cachedPromptTokens: 0, completionTokens });
 }
 
 /**

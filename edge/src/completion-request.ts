@@ -24,6 +24,8 @@ export interface CompletionPlan {
   logprobs: number | null;
   stream: boolean;
   includeUsage: boolean;
+  /** With include_usage, every chunk carries the usage so far (vLLM's continuous_usage_stats). */
+  continuousUsage: boolean;
   priority: number;
 }
 
@@ -58,6 +60,7 @@ export function planCompletion(req: CompletionRequest): CompletionPlan {
     logprobs: req.logprobs ?? null,
     stream: req.stream ?? false,
     includeUsage: req.stream_options?.include_usage ?? false,
+    continuousUsage: req.stream_options?.continuous_usage_stats ?? false,
     priority: req.priority ?? 0,
   };
 }

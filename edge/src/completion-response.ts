@@ -174,8 +174,11 @@ export class TextChunkBuilder {
     );
   }
 
-  /** New text of choice `index` (with its tokens' logprobs when the request asked for them). */
-  text(index: number, text: string, lps: readonly TokenLogprob[]) {
+  /**
+   * New text of choice `index` (with its tokens' logprobs when the request asked for them); `usage` so far
+   * with continuous_usage_stats.
+   */
+  text(index: number, text: string, lps: readonly TokenLogprob[], usage?: UsageJson) {
     const offset = this.offsets.get(index) ?? 0;
     let logprobs: CompletionLogprobsJson | null = null;
     if (this.logprobs === null) this.offsets.set(index, offset + text.length);
@@ -184,12 +187,12 @@ export class TextChunkBuilder {
       logprobs = r.json;
       this.offsets.set(index, r.end);
     }
-    return this.chunk([{ index, text, logprobs, finish_reason: null, stop_reason: null }]);
+    return this.chunk([{ index, text, logprobs, finish_reason: null, stop_reason: null }], usage);
   }
 
   /** The last chunk of one choice, with its finish reason. */
-  finish(index: number, reason: FinishReason, stopReason: string | number | null) {
-    return this.chunk([{ index, text: "", logprobs: null, finish_reason: reason, stop_reason: stopReason }]);
+  finish(index: number, reason: FinishReason, stopReason: string | number | null, usage?: UsageJson) {
+    return this.chunk([{ index, text: "", logprobs: null, finish_reason: reason, stop_reason: stopReason }], usage);
   }
 
   /** The usage-only chunk sent before [DONE] when stream_options.include_usage is set. */

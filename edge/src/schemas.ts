@@ -195,7 +195,9 @@ export function completionRequestSchema(limits: SchemaLimits) {
     logprobs: z.int().min(0).max(5).nullish(),
     echo: z.boolean().nullish(),
     suffix: z.string().nullish(),
-    stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
+    stream_options: z
+      .object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() })
+      .nullish(),
   });
 }
 

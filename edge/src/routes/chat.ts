@@ -10,7 +10,14 @@
 import type { Context, Hono } from "hono";
 import type { AppContext, EdgeEnv } from "../app";
 import { planChat } from "../chat-request";
-import { ChunkBuilder, CompletionCollector, logprobJson, stopReasonJson, usageJson } from "../chat-response";
+import {
+  ChunkBuilder,
+  CompletionCollector,
+  logprobJson,
+  runningUsageJson,
+  stopReasonJson,
+  usageJson,
+} from "../chat-response";
 import { setRequestModel } from "../observe";
 import { chatRequestSchema } from "../schemas";
 import {
@@ -106,19 +113,9 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
 
     return scope.stream(async (send, aborted) => {
       const chunks = new ChunkBuilder(id, created, model, plan.includeUsage);
-      const promptCount = promptTokens(prompt);
       let completion = 0;
       const running = () =>
-        plan.continuousUsage && plan.includeUsage
-          ? {
-              ...usageJson({
-                promptTokens: promptCount,
-                promptTokensByModality: prompt.tokenCounts,
-                cachedPromptTokens: 0,
-                completionTokens: completion,
-              }),
-            }
-          : undefined;
+        plan.continuousUsage && plan.includeUsage ? runningUsageJson([prompt], completion) : undefined;
       for (let i = 0; i < plan.params.n; i++) await send(chunks.role(i, running()));
       for (let r = first; !r.done && !aborted(); r = await events.next()) {
         const ev = r.value;

@@ -248,6 +248,23 @@ describe("POST /v1/completions (SSE)", () => {
     });
   });
 
+  it("puts the usage so far on every chunk with continuous_usage_stats", async () => {
+    const s = setup();
+    const res = await postJson(s.app, "/v1/completions", {
+      prompt: ["x", "y z"],
+      max_tokens: 2,
+      stream: true,
+      stream_options: { include_usage: true, continuous_usage_stats: true },
+    });
+    type Chunk = { choices: { text: string }[]; usage: { prompt_tokens: number; completion_tokens: number } };
+    const chunks = sseEvents(await res.text()).slice(0, -1) as Chunk[];
+    // Prompts of 1 and 2 tokens; completion tokens grow by one per text chunk up to 2 x 2.
+    expect(chunks.every((c) => c.usage.prompt_tokens === 3)).toBe(true);
+    const seen = chunks.map((c) => c.usage.completion_tokens);
+    expect([...seen].sort((a, b) => a - b)).toEqual(seen);
+    expect(seen.at(-1)).toBe(4);
+  });
+
   it("reports a mid-stream failure as a last error event, then [DONE], and closes every stream", async () => {
     const s = setup();
     gpu0(s).script = {

@@ -8,8 +8,8 @@
  */
 import type { Context, Hono } from "hono";
 import type { AppContext, EdgeEnv } from "../app";
-import type { GenerateEvent } from "../backends/types";
-import { stopReasonJson, usageJson } from "../chat-response";
+import type { GenerateEvent, PreparedPrompt } from "../backends/types";
+import { runningUsageJson, stopReasonJson, usageJson } from "../chat-response";
 import { type CompletionPlan, completionPrepareInput, planCompletion, promptError } from "../completion-request";
 import { addUsage, TextChunkBuilder, TextCompletionCollector } from "../completion-response";
 import { setRequestModel } from "../observe";
@@ -37,7 +37,7 @@ async function startPrompt(
   ctx: AppContext,
   plan: CompletionPlan,
   k: number,
-): Promise<StartedGeneration & { promptText: string }> {
+): Promise<StartedGeneration & { promptText: string; prompt: PreparedPrompt }> {
   const prompt = await scope.prepare(completionPrepareInput(plan, k)).catch((err: unknown) => {
     throw promptError(err, plan, k);
   });
@@ -56,7 +56,7 @@ async function startPrompt(
   const started = await scope.generate({ prompt, params, priority: plan.priority });
   // Echo shows a text prompt as sent, and token ids as they decode.
   const promptText = plan.prompts.form === "text" ? (plan.prompts.prompts[k] as string) : prompt.promptText;
-  return { ...started, promptText };
+  return { ...started, promptText, prompt };
 }
 
 /**
@@ -116,21 +116,27 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
 
     return scope.stream(async (send, aborted) => {
       const chunks = new TextChunkBuilder(id, created, model, plan.includeUsage, plan.logprobs);
-      if (echo) {
-        for (const [k, text] of echo.entries())
-          for (let j = 0; j < n; j++) await send(chunks.text(k * n + j, text, []));
-      }
       let usage: ReturnType<typeof addUsage> | undefined;
       let finals = 0;
+      let completion = 0;
+      const prompts = started.map((s) => s.prompt);
+      const running = () =>
+        plan.continuousUsage && plan.includeUsage ? runningUsageJson(prompts, completion) : undefined;
+      if (echo) {
+        for (const [k, text] of echo.entries())
+          for (let j = 0; j < n; j++) await send(chunks.text(k * n + j, text, [], running()));
+      }
       for await (const [k, ev] of merged(started)) {
         if (aborted()) return;
         if (ev.type === "token") {
+          completion += ev.tokenIds.length;
           ctx.metrics.streamedTokens.add(ev.tokenIds.length);
           if (ev.text !== "" || (plan.logprobs !== null && ev.logprobs.length > 0)) {
-            await send(chunks.text(k * n + ev.index, ev.text, ev.logprobs));
+            await send(chunks.text(k * n + ev.index, ev.text, ev.logprobs, running()));
           }
         } else if (ev.type === "choice_end") {
-          await send(chunks.finish(k * n + ev.index, ev.finishReason, stopReasonJson(ev.stopReason, plan.params.stop)));
+          const stop = stopReasonJson(ev.stopReason, plan.params.stop);
+          await send(chunks.finish(k * n + ev.index, ev.finishReason, stop, running()));
         } else {
           account(c, ctx, ev.usage);
           usage = addUsage(usage, ev.usage);
