@@ -34,6 +34,7 @@ import {
   type TextMapSetter,
   trace,
 } from "@opentelemetry/api";
+import { noteServiceFile, serveReflection } from "./reflection";
 
 export { grpc };
 export const Status = grpc.status;
@@ -214,6 +215,7 @@ function callContext(
 
 /** Adds a protobuf-es service with its handlers to a grpc-js server. */
 export function addService<T extends Methods>(server: grpc.Server, service: GenService<T>, impl: ServiceImpl<T>): void {
+  noteServiceFile(server, service.file);
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const m of service.methods) {
     const fn = (impl as Record<string, unknown>)[m.localName];
@@ -402,8 +404,12 @@ async function* streamCall(
   }
 }
 
-/** Starts a grpc-js server on `host:port` (port 0 picks a free one) and resolves the bound port. */
+/**
+ * Starts a grpc-js server on `host:port` (port 0 picks a free one) and resolves the bound port. The server
+ * also answers gRPC reflection for the services added before this call.
+ */
 export async function listen(server: grpc.Server, host: string, port: number): Promise<number> {
+  serveReflection(server);
   return await new Promise((resolve, reject) => {
     server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
       if (err) reject(err);
