@@ -6,13 +6,16 @@
  *            ──spawn──> gpu-service (gRPC :GPU_SERVICE_PORT, metrics :GPU_METRICS_PORT)
  *            ──spawn──> edge        (HTTP :PORT)  ──> both backends
  *
- * With no MODEL_DIR the tiny-a checkpoint is generated once into .cache/ and served (random weights).
+ * With MODEL_DIR the services read that directory. Else with MODEL_ID (e.g. openbmb/MiniCPM-V-2_6) the
+ * checkpoint is first downloaded from the Hugging Face Hub into .cache/hub/ (HF_TOKEN, HF_ENDPOINT,
+ * MODEL_REVISION; Ctrl-C stops the download and a later start resumes it). Else the tiny-a checkpoint is
+ * generated once into .cache/ and served (random weights). See scripts/model-dir.ts.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { createClient } from "@minicpmv/proto/grpc";
 import { Health, ServingStatus } from "@minicpmv/proto/health";
-import { ensureTinyCheckpoint } from "../gpu-service/src/checkpoint";
+import { isAbortedDownload, resolveModelDir } from "./model-dir";
 
 const root = join(import.meta.dirname, "..");
 const env = process.env;
@@ -25,6 +28,9 @@ const ports = {
 const startTimeoutMs = Number(env.START_TIMEOUT_MS ?? 600_000);
 const children: { name: string; proc: ChildProcess }[] = [];
 let stopping = false;
+/** Stops a download in progress; `stop()` waits for it to wind down (files closed, lock released). */
+const downloadAbort = new AbortController();
+let preparing: Promise<unknown> = Promise.resolve();
 
 function log(msg: string, extra: Record<string, unknown> = {}): void {
   console.log(JSON.stringify({ time: new Date().toISOString(), service: "start", msg, ...extra }));
@@ -48,6 +54,8 @@ function run(name: string, entry: string, childEnv: Record<string, string>): voi
 async function stop(exitCode: number): Promise<void> {
   if (stopping) return;
   stopping = true;
+  downloadAbort.abort();
+  await preparing.catch(() => {});
   const alive = children.filter((c) => c.proc.exitCode === null && c.proc.signalCode === null);
   await Promise.all(
     alive.map(
@@ -100,11 +108,18 @@ async function waitHttp(url: string, deadline: number): Promise<void> {
 async function main(): Promise<void> {
   process.on("SIGINT", () => void stop(0));
   process.on("SIGTERM", () => void stop(0));
-  let modelDir = env.MODEL_DIR;
-  if (!modelDir) {
-    log("MODEL_DIR is not set: serving the tiny-a checkpoint (random weights; answers are noise)");
-    modelDir = await ensureTinyCheckpoint(env.CACHE_DIR);
+  const resolving = resolveModelDir(env, {
+    signal: downloadAbort.signal,
+    onProgress: (p) => log("download", p),
+  });
+  preparing = resolving;
+  const { dir: modelDir, source } = await resolving;
+  if (source.kind === "tiny") {
+    log("MODEL_DIR and MODEL_ID are not set: serving the tiny-a checkpoint (random weights; answers are noise)");
+  } else if (source.kind === "hub") {
+    log("downloaded", { model_id: source.options.repo, revision: source.options.revision, dir: modelDir });
   }
+  if (stopping) return;
   const common = { MODEL_DIR: modelDir };
   run("preprocess", "preprocess/src/main.ts", {
     ...common,
@@ -133,6 +148,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  if (isAbortedDownload(err)) {
+    log("download stopped; run again to resume it");
+    return;
+  }
   log("start failed", { error: err instanceof Error ? err.message : String(err) });
   void stop(1);
 });

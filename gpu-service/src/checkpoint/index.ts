@@ -1,6 +1,7 @@
 /**
  * Checkpoints: loading MiniCPM-V 2.6 directories (Hugging Face layout, safetensors, BF16/F16/F32)
- * and generating deterministic ones of the same architecture (TINY_MODEL.md).
+ * and generating deterministic ones of the same architecture (TINY_MODEL.md); downloading real ones
+ * from the Hugging Face Hub.
  */
 
 export { type Checkpoint, loadCheckpoint } from "./checkpoint";
@@ -17,6 +18,17 @@ export {
   uniformAt,
   valueRule,
 } from "./generator";
+export {
+  DEFAULT_HUB_ENDPOINT,
+  defaultHubDir,
+  downloadFromHub,
+  type HubDownloadOptions,
+  HubError,
+  type HubErrorCode,
+  type HubProgress,
+  hubEnv,
+  selectCheckpointFiles,
+} from "./hub";
 export { type ModelConfig, parseModelConfig } from "./model-config";
 export { buildHeader, type TensorSpec, writeSafetensors } from "./safetensors";
 export {

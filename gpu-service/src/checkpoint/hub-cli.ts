@@ -1,0 +1,62 @@
+#!/usr/bin/env -S node --import tsx
+/**
+ * Downloads a MiniCPM-V 2.6 checkpoint from the Hugging Face Hub (only the files the stack reads).
+ *
+ *   npm run download -- openbmb/MiniCPM-V-2_6 [--revision R] [--out DIR]
+ *   tsx gpu-service/src/checkpoint/hub-cli.ts openbmb/MiniCPM-V-2_6 [--revision R] [--out DIR]
+ *
+ * Environment: HF_TOKEN (gated or private repositories), HF_ENDPOINT (a mirror; default https://huggingface.co).
+ * Prints one JSON line per progress event, then `{"msg":"downloaded","dir":...}`. Ctrl-C stops it
+ * (exit 130); run it again to resume. Exit 1 with the error message on failure.
+ */
+
+import { parseArgs } from "node:util";
+import { downloadFromHub, HubError, hubEnv } from "./hub";
+
+const USAGE = "usage: hub-cli.ts <org>/<name> [--revision R] [--out DIR]\n";
+
+async function main(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      revision: { type: "string" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help || positionals.length !== 1) {
+    process.stdout.write(USAGE);
+    process.exitCode = values.help ? 0 : 2;
+    return;
+  }
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  try {
+    const dir = await downloadFromHub({
+      repo: positionals[0] as string,
+      ...(values.revision ? { revision: values.revision } : {}),
+      ...(values.out ? { dir: values.out } : {}),
+      ...hubEnv(process.env),
+      signal: controller.signal,
+      onProgress: (p) => process.stdout.write(`${JSON.stringify(p)}\n`),
+    });
+    process.stdout.write(`${JSON.stringify({ msg: "downloaded", dir })}\n`);
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof HubError && err.code === "aborted") {
+    process.stderr.write(`${err.message}; run the same command again to resume\n`);
+    process.exitCode = 130;
+    return;
+  }
+  process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
