@@ -14,8 +14,7 @@ import { join } from "node:path";
 import { loadTokenizer, type Tokenizer } from "@minicpmv/preprocess/tokenizer";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { alive } from "./helpers/ports";
-import { type Stack, startStack } from "./helpers/stack";
+import { type Stack, startStack, stopStackChecked } from "./helpers/stack";
 
 const GOLDEN = join(import.meta.dirname, "../../shared/golden");
 const MODEL = "tiny-a";
@@ -46,10 +45,7 @@ describe("legacy completions with the openai client against the real stack (tiny
   });
 
   afterAll(async () => {
-    if (!stack) return;
-    const procs = [stack.edge, stack.preprocess, ...stack.gpus];
-    await stack.stop();
-    for (const p of procs) expect(alive(p.proc.pid as number), `${p.name} still running`).toBe(false);
+    await stopStackChecked(stack);
   });
 
   it("answers a raw text prompt with the reference's greedy tokens, 16 by default", async () => {

@@ -12,9 +12,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gpuMetric, scrape } from "./helpers/metrics";
-import { alive } from "./helpers/ports";
 import { chat } from "./helpers/sse";
-import { type ServiceProc, type Stack, startStack } from "./helpers/stack";
+import { type ServiceProc, type Stack, startStack, stopStackChecked } from "./helpers/stack";
 
 interface EdgeHealth {
   gpu_service: { address: string; healthy: boolean }[];
@@ -47,9 +46,7 @@ describe("failover between two gpu-service processes", () => {
   afterAll(async () => {
     if (!stack) return;
     for (const g of stack.gpus) if (g.proc.exitCode === null && g.proc.signalCode === null) g.proc.kill("SIGCONT");
-    const procs = [stack.edge, stack.preprocess, ...stack.gpus];
-    await stack.stop();
-    for (const p of procs) expect(alive(p.proc.pid as number), `${p.name} still running`).toBe(false);
+    await stopStackChecked(stack);
   });
 
   it("retries requests without a token on the survivor, ends started streams with an error event, hangs nothing", async () => {

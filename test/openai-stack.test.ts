@@ -16,8 +16,7 @@ import { join } from "node:path";
 import { loadTokenizer } from "@minicpmv/preprocess/tokenizer";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { alive } from "./helpers/ports";
-import { type Stack, startStack } from "./helpers/stack";
+import { type Stack, startStack, stopStackChecked } from "./helpers/stack";
 import { makeMp4 } from "./web-chat-scenario";
 
 const GOLDEN = join(import.meta.dirname, "../../shared/golden");
@@ -68,10 +67,7 @@ describe("the openai client against the real stack (tiny-a)", () => {
   });
 
   afterAll(async () => {
-    if (!stack) return;
-    const procs = [stack.edge, stack.preprocess, ...stack.gpus];
-    await stack.stop();
-    for (const p of procs) expect(alive(p.proc.pid as number), `${p.name} still running`).toBe(false);
+    await stopStackChecked(stack);
   });
 
   it("lists the model and answers a non-streaming request", async () => {

@@ -9,9 +9,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gpuMetric, scrape } from "./helpers/metrics";
-import { alive } from "./helpers/ports";
 import { type ChatResult, chat } from "./helpers/sse";
-import { type ServiceProc, type Stack, startStack } from "./helpers/stack";
+import { type ServiceProc, type Stack, startStack, stopStackChecked } from "./helpers/stack";
 
 const served = async (g: ServiceProc) => gpuMetric(await scrape(g.metricsPort as number), "request_success");
 
@@ -49,10 +48,7 @@ describe("three gpu-service replicas behind one edge", () => {
   });
 
   afterAll(async () => {
-    if (!stack) return;
-    const procs = [stack.edge, stack.preprocess, ...stack.gpus];
-    await stack.stop();
-    for (const p of procs) expect(alive(p.proc.pid as number), `${p.name} still running`).toBe(false);
+    await stopStackChecked(stack);
   });
 
   it("spreads 30 requests over all three replicas", async () => {

@@ -18,8 +18,7 @@ import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { registerWebPage } from "../edge/src/web";
 import { gpuMetric, scrape } from "./helpers/metrics";
-import { alive } from "./helpers/ports";
-import { type Stack, startStack } from "./helpers/stack";
+import { type Stack, startStack, stopStackChecked } from "./helpers/stack";
 import {
   ask,
   CHROMIUM_PATH,
@@ -179,10 +178,7 @@ describe("web chat page against the real stack", () => {
   });
 
   afterAll(async () => {
-    if (!stack) return;
-    const procs = [stack.edge, stack.preprocess, ...stack.gpus];
-    await stack.stop();
-    for (const p of procs) expect(alive(p.proc.pid as number), `${p.name} still running`).toBe(false);
+    await stopStackChecked(stack);
   });
 
   it("uploads a PNG, streams an answer, stops one, sends a video, shows token counts", async () => {

@@ -6,8 +6,9 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { createClient } from "@minicpmv/proto/grpc";
 import { Health, ServingStatus } from "@minicpmv/proto/health";
+import { expect } from "vitest";
 import { ensureTinyCheckpoint } from "../../gpu-service/src/checkpoint";
-import { freePorts } from "./ports";
+import { alive, freePorts } from "./ports";
 
 const root = join(import.meta.dirname, "../..");
 
@@ -173,4 +174,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await Promise.all(all.map((s) => stopProc(s)));
     },
   };
+}
+
+/** Stops every process of `stack` (when it started) and asserts that none is left running. */
+export async function stopStackChecked(stack: Stack | undefined): Promise<void> {
+  if (!stack) return;
+  const procs = [stack.edge, stack.preprocess, ...stack.gpus];
+  await stack.stop();
+  for (const p of procs) expect(alive(p.proc.pid as number), `${p.name} still running`).toBe(false);
 }

@@ -43,6 +43,20 @@ function renamed(err: unknown, field: "tokens" | "prompt"): unknown {
   return new EdgeError(err.kind, `${param}${err.message.slice(m[0].length)}`, { ...err.extra, param });
 }
 
+/** Prepare of a raw text or token-id prompt (no template, no media); errors name the client's `field`. */
+function prepareRaw(
+  c: C,
+  ctx: AppContext,
+  prompt: { rawPrompt: string } | { promptTokenIds: number[] },
+  field: "tokens" | "prompt",
+): Promise<PreparedPrompt> {
+  return prepareOnly(c, ctx, { messages: [], options: {}, addGenerationPrompt: false, ...prompt }).catch(
+    (err: unknown) => {
+      throw renamed(err, field);
+    },
+  );
+}
+
 function tokenizeBody(c: C, ctx: AppContext, model: string, prompt: PreparedPrompt) {
   return c.json({
     model,
@@ -82,29 +96,14 @@ async function tokenize(c: C, ctx: AppContext): Promise<Response> {
   });
   const model = await checkModel(req.model, ctx);
   setRequestModel(model);
-  const prompt = await prepareOnly(c, ctx, {
-    messages: [],
-    rawPrompt: req.prompt,
-    options: {},
-    addGenerationPrompt: false,
-  }).catch((err: unknown) => {
-    throw renamed(err, "prompt");
-  });
-  return tokenizeBody(c, ctx, model, prompt);
+  return tokenizeBody(c, ctx, model, await prepareRaw(c, ctx, { rawPrompt: req.prompt }, "prompt"));
 }
 
 async function detokenize(c: C, ctx: AppContext): Promise<Response> {
   const { req } = await readRequest(c, ctx, detokenizeSchema, (r) => r);
   const model = await checkModel(req.model, ctx);
   setRequestModel(model);
-  const prompt = await prepareOnly(c, ctx, {
-    messages: [],
-    promptTokenIds: req.tokens,
-    options: {},
-    addGenerationPrompt: false,
-  }).catch((err: unknown) => {
-    throw renamed(err, "tokens");
-  });
+  const prompt = await prepareRaw(c, ctx, { promptTokenIds: req.tokens }, "tokens");
   return c.json({ model, prompt: prompt.promptText });
 }
 
