@@ -103,6 +103,26 @@ describe("prompt building", () => {
     expect(out.promptText).toBe("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n");
   });
 
+  it("renders a later system message where it stands, as the chat template does (OpenAI clients send them)", async () => {
+    const out = await prepare(
+      {
+        messages: [
+          { role: "user", parts: [text("hi")] },
+          { role: "assistant", parts: [text("hello")] },
+          { role: "system", parts: [text("Answer in French.")] },
+          { role: "user", parts: [text("bye")] },
+        ],
+        addGenerationPrompt: true,
+      },
+      testDeps(),
+    );
+    expect(out.promptText).toBe(
+      "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n" +
+        "<|im_start|>assistant\nhello<|im_end|>\n<|im_start|>system\nAnswer in French.<|im_end|>\n" +
+        "<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n",
+    );
+  });
+
   it("matches multi_image_ids.json (two-digit image ids)", async () => {
     const g = goldenJson<{
       sizes: [number, number][];

@@ -123,7 +123,6 @@ function validateMessages(messages: readonly ChatTurn[], limits: PrepareLimits):
     if (m.role !== "system" && m.role !== "user" && m.role !== "assistant") {
       throw invalid(`messages[${i}].role must be system, user or assistant`);
     }
-    if (m.role === "system" && i !== 0) throw invalid(`messages[${i}]: a system message may only come first`);
     m.parts.forEach((p, j) => {
       if (p.type === "image") images++;
       else if (p.type === "video") videos++;
