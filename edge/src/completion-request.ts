@@ -75,19 +75,23 @@ export function completionPrepareInput(plan: CompletionPlan, k: number): Omit<Pr
 }
 
 /**
- * A backend error about prompt `k` in the client's terms: `prompt_token_ids[i]` becomes `prompt[i]` (or
- * `prompt[k][i]` in a batch), and context errors name `prompt` rather than `messages`.
+ * A backend error about a raw prompt in the client's terms: `prompt_token_ids[i]` becomes `field[i]`,
+ * `raw_prompt` becomes `field`, and context errors name `field` rather than `messages`.
  */
-export function promptError(err: unknown, plan: CompletionPlan, k: number): unknown {
+export function rawPromptError(err: unknown, field: string): unknown {
   if (!(err instanceof EdgeError)) return err;
-  const at = plan.prompts.batched ? `prompt[${k}]` : "prompt";
   const m = /^(?:prompt_token_ids\[(\d+)\]|raw_prompt)/.exec(err.message);
   if (m) {
-    const param = m[1] === undefined ? at : `${at}[${m[1]}]`;
+    const param = m[1] === undefined ? field : `${field}[${m[1]}]`;
     return new EdgeError(err.kind, `${param}${err.message.slice(m[0].length)}`, { ...err.extra, param });
   }
   if (err.extra.param === "messages" || err.extra.param === "prompt") {
-    return new EdgeError(err.kind, err.message, { ...err.extra, param: at });
+    return new EdgeError(err.kind, err.message, { ...err.extra, param: field });
   }
   return err;
+}
+
+/** A backend error about prompt `k` of a completions request: `prompt`, or `prompt[k]` in a batch. */
+export function promptError(err: unknown, plan: CompletionPlan, k: number): unknown {
+  return rawPromptError(err, plan.prompts.batched ? `prompt[${k}]` : "prompt");
 }

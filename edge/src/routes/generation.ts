@@ -104,12 +104,18 @@ export async function prepareOnly(
 ): Promise<PreparedPrompt> {
   const { ac, dispose } = requestSignal(c, ctx);
   const requestId = c.get("requestId");
-  return ctx.preprocess
-    .prepare(
-      { ...input, requestId, options: { ...input.options, maxPromptTokens: promptTokenLimit(ctx) } },
-      { signal: ac.signal, deadline: new Date(Date.now() + ctx.config.requestTimeoutMs), requestId },
-    )
-    .finally(dispose);
+  const deadline = new Date(Date.now() + ctx.config.requestTimeoutMs);
+  return callPrepare(ctx, input, { signal: ac.signal, deadline, requestId }).finally(dispose);
+}
+
+/** Prepare with the call's request id and the context's prompt-token limit. */
+function callPrepare(
+  ctx: AppContext,
+  input: Omit<PrepareInput, "requestId">,
+  opts: CallOpts & { requestId: string },
+): Promise<PreparedPrompt> {
+  const options = { ...input.options, maxPromptTokens: promptTokenLimit(ctx) };
+  return ctx.preprocess.prepare({ ...input, requestId: opts.requestId, options }, opts);
 }
 
 /** The prompt-token limit sent to Prepare: the context length minus one generated token (0: the service's own). */
@@ -219,7 +225,7 @@ export async function runGeneration(
     dispose();
   };
   const rid = c.get("requestId");
-  const opts: CallOpts = {
+  const opts: CallOpts & { requestId: string } = {
     signal: ac.signal,
     deadline: new Date(Date.now() + ctx.config.requestTimeoutMs),
     requestId: rid,
@@ -228,11 +234,7 @@ export async function runGeneration(
     requestId: rid,
     signal: ac.signal,
     opts,
-    prepare: (input) =>
-      ctx.preprocess.prepare(
-        { ...input, requestId: rid, options: { ...input.options, maxPromptTokens: promptTokenLimit(ctx) } },
-        opts,
-      ),
+    prepare: (input) => callPrepare(ctx, input, opts),
     async generate(input) {
       if (ac.signal.aborted) throw new EdgeError("cancelled", "the client went away");
       const events = ctx.pool.generate({ ...input, requestId: rid }, opts);

@@ -10,7 +10,7 @@ import { z } from "zod";
 import type { AppContext, EdgeEnv } from "../app";
 import type { PreparedPrompt } from "../backends/types";
 import { bad, planChat } from "../chat-request";
-import { EdgeError } from "../errors";
+import { rawPromptError } from "../completion-request";
 import { setRequestModel } from "../observe";
 import { chatRequestSchema } from "../schemas";
 import { checkModel, prepareOnly, promptTokens, readRequest, schemaCache } from "./generation";
@@ -34,15 +34,6 @@ const chatSchemaFor = schemaCache((limits) =>
   chatRequestSchema(limits).extend({ return_token_strs: z.boolean().nullish() }),
 );
 
-/** A backend error about `prompt_token_ids[i]` / `raw_prompt` in the client's field names. */
-function renamed(err: unknown, field: "tokens" | "prompt"): unknown {
-  if (!(err instanceof EdgeError)) return err;
-  const m = /^(?:prompt_token_ids|raw_prompt)(\[\d+\])?/.exec(err.message);
-  if (!m) return err;
-  const param = `${field}${m[1] ?? ""}`;
-  return new EdgeError(err.kind, `${param}${err.message.slice(m[0].length)}`, { ...err.extra, param });
-}
-
 /** Prepare of a raw text or token-id prompt (no template, no media); errors name the client's `field`. */
 function prepareRaw(
   c: C,
@@ -52,7 +43,7 @@ function prepareRaw(
 ): Promise<PreparedPrompt> {
   return prepareOnly(c, ctx, { messages: [], options: {}, addGenerationPrompt: false, ...prompt }).catch(
     (err: unknown) => {
-      throw renamed(err, field);
+      throw rawPromptError(err, field);
     },
   );
 }
