@@ -129,20 +129,20 @@ describe("metrics of the three services", () => {
 
     const gpu = await scrape(`http://127.0.0.1:${stack.gpus[0]?.metricsPort}/metrics`);
     const L = { model_name: model, engine: "0" };
-    expect(value(gpu, "minicpmv_generation_tokens_total", L)).toBe(3);
-    expect(value(gpu, "minicpmv_prompt_tokens_total", L)).toBe(usage.prompt_tokens);
-    expect(value(gpu, "minicpmv_request_success_total", { ...L, finished_reason: "length" })).toBe(1);
-    expect(value(gpu, "minicpmv_time_to_first_token_seconds_count", L)).toBe(1);
-    expect(value(gpu, "minicpmv_inter_token_latency_seconds_count", L)).toBe(2);
-    expect(value(gpu, "minicpmv_e2e_request_latency_seconds_count", L)).toBe(1);
+    expect(value(gpu, "vllm:generation_tokens_total", L)).toBe(3);
+    expect(value(gpu, "vllm:prompt_tokens_total", L)).toBe(usage.prompt_tokens);
+    expect(value(gpu, "vllm:request_success_total", { ...L, finished_reason: "length" })).toBe(1);
+    expect(value(gpu, "vllm:time_to_first_token_seconds_count", L)).toBe(1);
+    expect(value(gpu, "vllm:inter_token_latency_seconds_count", L)).toBe(2);
+    expect(value(gpu, "vllm:e2e_request_latency_seconds_count", L)).toBe(1);
     expect(value(gpu, "minicpmv_request_vision_encode_time_seconds_sum", L)).toBeGreaterThan(0);
-    expect(value(gpu, "minicpmv_num_requests_running", L)).toBe(0);
-    expect(value(gpu, "minicpmv_num_requests_waiting", L)).toBe(0);
+    expect(value(gpu, "vllm:num_requests_running", L)).toBe(0);
+    expect(value(gpu, "vllm:num_requests_waiting", L)).toBe(0);
     // The finished request's blocks stay cached for prefix reuse: usage is a fraction, not 0 necessarily.
-    const kv = value(gpu, "minicpmv_kv_cache_usage_perc", L) as number;
+    const kv = value(gpu, "vllm:kv_cache_usage_perc", L) as number;
     expect(kv >= 0 && kv <= 1).toBe(true);
-    expect(value(gpu, "minicpmv_mm_cache_queries_total", L)).toBe(1);
-    expect(value(gpu, "minicpmv_mm_cache_hits_total", L)).toBe(0);
-    expect(value(gpu, "minicpmv_num_preemptions_total", L)).toBe(0);
+    expect(value(gpu, "vllm:mm_cache_queries_total", L)).toBe(1);
+    expect(value(gpu, "vllm:mm_cache_hits_total", L)).toBe(0);
+    expect(value(gpu, "vllm:num_preemptions_total", L)).toBe(0);
   });
 });

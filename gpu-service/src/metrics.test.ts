@@ -22,7 +22,7 @@ const stats = (over: Partial<EngineStats>): EngineStats => ({
 });
 
 describe("GpuMetrics", () => {
-  it("exposes vLLM-style names with the minicpmv_ prefix, engine series read at each scrape", async () => {
+  it("exposes vLLM's names (vllm:), extras with the minicpmv_ prefix, engine series read at each scrape", async () => {
     const m = new GpuMetrics("tiny-a");
     const obs = m.observe();
     obs.tokens(1);
@@ -59,30 +59,30 @@ describe("GpuMetrics", () => {
         .find((l) => l.startsWith(name))
         ?.split(" ")[1];
     const L = '{model_name="tiny-a",engine="0"}';
-    expect(line(`minicpmv_generation_tokens_total${L}`)).toBe("3");
-    expect(line(`minicpmv_prompt_tokens_total${L}`)).toBe("40");
-    expect(line(`minicpmv_prompt_tokens_cached_total${L}`)).toBe("32");
-    expect(line('minicpmv_request_success_total{finished_reason="stop",model_name="tiny-a",engine="0"}')).toBe("1");
+    expect(line(`vllm:generation_tokens_total${L}`)).toBe("3");
+    expect(line(`vllm:prompt_tokens_total${L}`)).toBe("40");
+    expect(line(`vllm:prompt_tokens_cached_total${L}`)).toBe("32");
+    expect(line('vllm:request_success_total{finished_reason="stop",model_name="tiny-a",engine="0"}')).toBe("1");
     expect(line('minicpmv_request_failure_total{kind="resource_exhausted",model_name="tiny-a",engine="0"}')).toBe("1");
-    expect(line(`minicpmv_time_to_first_token_seconds_count${L}`)).toBe("1");
-    expect(line(`minicpmv_inter_token_latency_seconds_count${L}`)).toBe("1");
-    expect(line(`minicpmv_request_queue_time_seconds_sum${L}`)).toBe("0.005");
-    expect(line(`minicpmv_request_time_per_output_token_seconds_sum${L}`)).toBe("0.01");
-    expect(line(`minicpmv_num_requests_running${L}`)).toBe("2");
-    expect(line(`minicpmv_num_requests_waiting${L}`)).toBe("1");
-    expect(line(`minicpmv_kv_cache_usage_perc${L}`)).toBe("0.25");
+    expect(line(`vllm:time_to_first_token_seconds_count${L}`)).toBe("1");
+    expect(line(`vllm:inter_token_latency_seconds_count${L}`)).toBe("1");
+    expect(line(`vllm:request_queue_time_seconds_sum${L}`)).toBe("0.005");
+    expect(line(`vllm:request_time_per_output_token_seconds_sum${L}`)).toBe("0.01");
+    expect(line(`vllm:num_requests_running${L}`)).toBe("2");
+    expect(line(`vllm:num_requests_waiting${L}`)).toBe("1");
+    expect(line(`vllm:kv_cache_usage_perc${L}`)).toBe("0.25");
     // Engine counters are cumulative: two scrapes (3 then 6) give 6, not 9.
-    expect(line(`minicpmv_num_preemptions_total${L}`)).toBe("6");
-    expect(line(`minicpmv_prefix_cache_hits_total${L}`)).toBe("16");
-    expect(text).toContain("# TYPE minicpmv_num_preemptions_total counter");
-    expect(text).toContain("# TYPE minicpmv_kv_cache_usage_perc gauge");
+    expect(line(`vllm:num_preemptions_total${L}`)).toBe("6");
+    expect(line(`vllm:prefix_cache_hits_total${L}`)).toBe("16");
+    expect(text).toContain("# TYPE vllm:num_preemptions_total counter");
+    expect(text).toContain("# TYPE vllm:kv_cache_usage_perc gauge");
   });
 
   it("leaves the engine series out of a scrape when the engine has no stats", async () => {
     const m = new GpuMetrics("tiny-a");
     m.watch(() => Promise.reject(new Error("the engine is not running")));
     const text = await m.text();
-    expect(text).not.toContain("minicpmv_num_requests_running{");
+    expect(text).not.toContain("vllm:num_requests_running{");
     expect(() => m.watch(() => Promise.reject(new Error("x")))).toThrow(/twice/);
   });
 });

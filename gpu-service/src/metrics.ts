@@ -1,7 +1,11 @@
 /**
- * Metrics of one gpu-service replica as OpenTelemetry instruments, named like vLLM's V1 engine metrics
- * (SERVING.md §3.6) with the `minicpmv_` prefix (OpenTelemetry names cannot hold vLLM's `:`), every series
- * labelled `model_name` and `engine`. main.ts serves them on `GPU_METRICS_PORT` at `/metrics`.
+ * Metrics of one gpu-service replica as OpenTelemetry instruments under vLLM's V1 engine names
+ * (`vllm:num_requests_waiting`, ..., SERVING.md §3.6), so vLLM's dashboards, alerts and autoscaling rules
+ * work unchanged; every series is labelled `model_name` and `engine`. Metrics vLLM does not have keep this
+ * project's `minicpmv_` prefix. main.ts serves them on `GPU_METRICS_PORT` at `/metrics`.
+ *
+ * NOTE: OpenTelemetry instrument names cannot hold `:`; the instruments are named `vllm_*` and the
+ * Prometheus text writer (`createPrometheusMetrics`) turns that prefix into `vllm:`.
  *
  * Per-request histograms and counters are recorded on the main thread from the event stream (TTFT and
  * inter-token latency as the gRPC server sees them); engine counters and gauges are read from the engine
@@ -11,6 +15,9 @@
 import { createPrometheusMetrics } from "@minicpmv/proto/telemetry";
 import type { Attributes, Counter, Histogram, Meter } from "@opentelemetry/api";
 import type { EngineStats, FinishReason, Timings, Usage } from "./engine/types";
+
+/** Instrument-name prefix written as `vllm:` on /metrics (see the NOTE above). */
+const VLLM = "vllm_";
 
 const LATENCY_BUCKETS = [
   0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80,
@@ -47,6 +54,7 @@ export class GpuMetrics {
   private readonly queue: Histogram;
   private readonly prefill: Histogram;
   private readonly decode: Histogram;
+  private readonly inference: Histogram;
   private readonly vision: Histogram;
   private readonly promptTokensH: Histogram;
   private readonly genTokensH: Histogram;
@@ -63,12 +71,13 @@ export class GpuMetrics {
     this.labels = { model_name: modelName, engine: "0" };
     const m = this.source.meter;
     const h = (name: string, description: string, buckets: number[], unit?: string) =>
-      m.createHistogram(`minicpmv_${name}`, {
+      m.createHistogram(name.startsWith("minicpmv_") ? name : `${VLLM}${name}`, {
         description,
         ...(unit ? { unit } : {}),
         advice: { explicitBucketBoundaries: buckets },
       });
-    const c = (name: string, description: string) => m.createCounter(`minicpmv_${name}`, { description });
+    const c = (name: string, description: string) =>
+      m.createCounter(name.startsWith("minicpmv_") ? name : `${VLLM}${name}`, { description });
     this.ttft = h("time_to_first_token_seconds", "Time to first token, from the call's arrival.", LATENCY_BUCKETS, "s");
     this.itl = h("inter_token_latency_seconds", "Time between consecutive token events.", LATENCY_BUCKETS, "s");
     this.tpot = h("request_time_per_output_token_seconds", "Decode time per output token.", LATENCY_BUCKETS, "s");
@@ -81,14 +90,20 @@ export class GpuMetrics {
       "s",
     );
     this.decode = h("request_decode_time_seconds", "From the first token to the last.", REQUEST_BUCKETS, "s");
-    this.vision = h("request_vision_encode_time_seconds", "Vision tower and resampler time.", REQUEST_BUCKETS, "s");
+    this.inference = h(
+      "request_inference_time_seconds",
+      "Prefill plus decode time (running, not waiting).",
+      REQUEST_BUCKETS,
+      "s",
+    );
+    this.vision = h("minicpmv_request_vision_encode_time_seconds", "Vision tower and resampler time.", REQUEST_BUCKETS, "s");
     this.promptTokensH = h("request_prompt_tokens", "Prompt tokens per request.", TOKEN_BUCKETS);
     this.genTokensH = h("request_generation_tokens", "Generated tokens per request.", TOKEN_BUCKETS);
     this.promptTokens = c("prompt_tokens_total", "Prompt tokens of finished requests.");
     this.genTokens = c("generation_tokens_total", "Generated tokens.");
     this.cachedTokens = c("prompt_tokens_cached_total", "Prompt tokens served from the prefix cache.");
     this.success = c("request_success_total", "Finished requests by finish reason.");
-    this.errors = c("request_failure_total", "Failed requests by error kind.");
+    this.errors = c("minicpmv_request_failure_total", "Failed requests by error kind.");
   }
 
   /** Starts observing one request (arrival = now). */
@@ -110,6 +125,7 @@ export class GpuMetrics {
         this.queue.record(timings.queueMs / 1000, L);
         this.prefill.record(timings.prefillMs / 1000, L);
         this.decode.record(timings.decodeMs / 1000, L);
+        this.inference.record((timings.prefillMs + timings.decodeMs) / 1000, L);
         this.vision.record(timings.visionEncodeMs / 1000, L);
         if (usage.completionTokens > 1) this.tpot.record(timings.decodeMs / 1000 / (usage.completionTokens - 1), L);
         this.promptTokensH.record(usage.promptTokens, L);
@@ -131,8 +147,8 @@ export class GpuMetrics {
     this.watching = true;
     const m = this.source.meter;
     const counter = (name: string, description: string) =>
-      m.createObservableCounter(`minicpmv_${name}`, { description });
-    const gauge = (name: string, description: string) => m.createObservableGauge(`minicpmv_${name}`, { description });
+      m.createObservableCounter(`${VLLM}${name}`, { description });
+    const gauge = (name: string, description: string) => m.createObservableGauge(`${VLLM}${name}`, { description });
     const preemptions = counter("num_preemptions_total", "Requests preempted (KV blocks freed, recomputed later).");
     const prefixQueries = counter("prefix_cache_queries_total", "Tokens looked up in the prefix cache.");
     const prefixHits = counter("prefix_cache_hits_total", "Tokens found in the prefix cache.");

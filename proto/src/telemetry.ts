@@ -83,9 +83,17 @@ export function createPrometheusMetrics(serviceName: string): PrometheusMetrics 
     provider,
     async metricsText() {
       const { resourceMetrics } = await exporter.collect();
-      return serializer.serialize(resourceMetrics);
+      return vllmNames(serializer.serialize(resourceMetrics));
     },
   };
+}
+
+/**
+ * Writes instruments named `vllm_*` as `vllm:*`, vLLM's own metric names (Prometheus allows `:` in names;
+ * OpenTelemetry instrument names do not), so vLLM's dashboards, alerts and autoscaling rules find them.
+ */
+export function vllmNames(text: string): string {
+  return text.replace(/^(# (?:HELP|TYPE|UNIT) )?vllm_/gm, "$1vllm:");
 }
 
 /** Starts metrics and (when requested) tracing for one service process. */

@@ -9,10 +9,10 @@ export async function scrape(port: number): Promise<string> {
 
 /**
  * Sums every sample of the gpu-service metric `name` (without prefix or `_total`), whose labels include
- * `labels`. Matches both `minicpmv:name` (prom-client, vLLM style) and `minicpmv_name` (OpenTelemetry).
+ * `labels`. Matches vLLM's names (`vllm:name`) and this project's extras (`minicpmv_name`).
  */
 export function gpuMetric(text: string, name: string, labels: Record<string, string> = {}): number {
-  const re = new RegExp(`^minicpmv[:_]${name}(?:_total)?(?:\\{([^}]*)\\})? ([-+0-9.eE]+|NaN)$`);
+  const re = new RegExp(`^(?:vllm:|minicpmv_)${name}(?:_total)?(?:\\{([^}]*)\\})? ([-+0-9.eE]+|NaN)$`);
   let sum = 0;
   for (const line of text.split("\n")) {
     const m = re.exec(line);
