@@ -23,6 +23,7 @@ const host = "127.0.0.1";
 const ports = {
   preprocess: Number(env.PREPROCESS_PORT ?? 50061),
   gpu: Number(env.GPU_SERVICE_PORT ?? 50062),
+  gpuMetrics: Number(env.GPU_METRICS_PORT ?? 9462),
   edge: Number(env.PORT ?? 8080),
 };
 const startTimeoutMs = Number(env.START_TIMEOUT_MS ?? 600_000);
@@ -130,11 +131,13 @@ async function main(): Promise<void> {
     ...common,
     GPU_SERVICE_HOST: host,
     GPU_SERVICE_PORT: String(ports.gpu),
+    GPU_METRICS_PORT: String(ports.gpuMetrics),
   });
   run("edge", "edge/src/main.ts", {
     PORT: String(ports.edge),
     PREPROCESS_URL: `${host}:${ports.preprocess}`,
     GPU_SERVICE_URLS: `${host}:${ports.gpu}`,
+    GPU_METRICS_URLS: `http://${host}:${ports.gpuMetrics}/metrics`,
   });
   const deadline = Date.now() + startTimeoutMs;
   await Promise.all([

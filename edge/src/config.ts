@@ -18,6 +18,13 @@ export interface EdgeConfig {
    * looked up every GPU_POLL_INTERVAL_MS and each of its addresses becomes a replica (backends/discovery.ts).
    */
   gpuServiceUrls: string[];
+  /**
+   * `GPU_METRICS_URLS` (default empty = none): comma-separated `/metrics` URLs of the gpu-service replicas
+   * (e.g. `http://127.0.0.1:9462/metrics`). Their `vllm:*` and `minicpmv_*` series are appended to the edge's
+   * `/metrics` with a `replica` label, so one scrape of the edge answers like `vllm serve`'s `/metrics`.
+   * `npm start` and the compose file set it; the Helm chart leaves it empty (each pod is scraped directly).
+   */
+  gpuMetricsUrls: string[];
   /** `API_KEYS` (default empty = open API): comma-separated accepted bearer keys. */
   apiKeys: string[];
   /** `RATE_LIMIT_RPM` (default 0 = off): requests per minute per API key (or per client when the API is open). */
@@ -75,6 +82,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EdgeConfig {
     port: int(env, "PORT", 8080, 0),
     preprocessUrl: env.PREPROCESS_URL ?? "127.0.0.1:50061",
     gpuServiceUrls,
+    gpuMetricsUrls: list(env, "GPU_METRICS_URLS", "").map((u) => {
+      let url: URL;
+      try {
+        url = new URL(u);
+      } catch {
+        throw new Error(`GPU_METRICS_URLS entries must be http(s) URLs, got "${u}"`);
+      }
+      if (url.protocol !== "http:" && url.protocol !== "https:")
+        throw new Error(`GPU_METRICS_URLS entries must be http(s) URLs, got "${u}"`);
+      return url.href;
+    }),
     apiKeys: list(env, "API_KEYS", ""),
     rateLimitRpm: int(env, "RATE_LIMIT_RPM", 0, 0),
     rateLimitTpm: int(env, "RATE_LIMIT_TPM", 0, 0),

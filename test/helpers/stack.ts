@@ -152,6 +152,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     PORT: String(edgePort),
     PREPROCESS_URL: `127.0.0.1:${prePort}`,
     GPU_SERVICE_URLS: gpus.map((g) => `127.0.0.1:${g.port}`).join(","),
+    GPU_METRICS_URLS: gpus.map((g) => `http://127.0.0.1:${g.metricsPort}/metrics`).join(","),
     GPU_POLL_INTERVAL_MS: "200",
     ...opts.env,
     ...opts.edgeEnv,
