@@ -7,7 +7,7 @@
  *     POST /v1/chat/completions ── planChat ── Prepare (preprocess) ── GpuPool.generate (gpu-service) ── JSON | SSE
  *     POST /v1/chat/completions/render ── planChat ── Prepare ── token count and layout
  *     POST /v1/completions ── planCompletion ── Prepare (raw text | token ids) per prompt ── GpuPool.generate ── JSON | SSE
- *     GET /v1/models, GET /health, GET /metrics
+ *     GET /v1/models, GET /health (= /readyz, /ping), GET /livez, GET /version, GET /metrics
  */
 
 import type { Tracer } from "@opentelemetry/api";
@@ -76,6 +76,10 @@ const ROUTES = new Set([
   "/tokenize",
   "/detokenize",
   "/health",
+  "/readyz",
+  "/livez",
+  "/ping",
+  "/version",
   "/metrics",
 ]);
 
