@@ -10,7 +10,7 @@ function fakes() {
     calls,
     download: async (o: HubDownloadOptions) => {
       calls.download.push(o);
-      return `downloaded:${o.dir}`;
+      return `downloaded:${o.cacheDir}`;
     },
     ensureTiny: async (cacheDir: string) => {
       calls.tiny.push(cacheDir);
@@ -27,7 +27,7 @@ describe("resolveModelDir (npm start)", () => {
     expect(f.calls).toEqual({ download: [], tiny: [] });
   });
 
-  it("MODEL_ID downloads into <CACHE_DIR>/hub/<org>/<name>/<revision> with HF_TOKEN and HF_ENDPOINT", async () => {
+  it("MODEL_ID: a snapshot in the hub cache (HF_HUB_CACHE), with HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE", async () => {
     const f = fakes();
     const signal = new AbortController().signal;
     const env = {
@@ -35,21 +35,29 @@ describe("resolveModelDir (npm start)", () => {
       MODEL_REVISION: "v1.0",
       HF_TOKEN: "hf_x",
       HF_ENDPOINT: "http://127.0.0.1:1",
-      CACHE_DIR: "/data/cache",
+      HF_HUB_CACHE: "/data/hub",
+      HF_HUB_OFFLINE: "1",
     };
     const r = await resolveModelDir(env, { ...f, signal });
-    const dir = "/data/cache/hub/openbmb/MiniCPM-V-2_6/v1.0";
-    expect(r.dir).toBe(`downloaded:${dir}`);
+    expect(r.dir).toBe("downloaded:/data/hub");
     expect(f.calls.download).toEqual([
-      { repo: "openbmb/MiniCPM-V-2_6", revision: "v1.0", dir, endpoint: "http://127.0.0.1:1", token: "hf_x", signal },
+      {
+        repo: "openbmb/MiniCPM-V-2_6",
+        revision: "v1.0",
+        cacheDir: "/data/hub",
+        offline: true,
+        endpoint: "http://127.0.0.1:1",
+        token: "hf_x",
+        signal,
+      },
     ]);
     expect(f.calls.tiny).toEqual([]);
   });
 
-  it("MODEL_ID alone: revision main under <repo>/.cache, no token or endpoint", () => {
-    expect(modelSource({ MODEL_ID: "o/r" })).toEqual({
+  it("MODEL_ID alone: revision main in $HF_HOME/hub, online, no token or endpoint", () => {
+    expect(modelSource({ MODEL_ID: "o/r", HF_HOME: "/hf" })).toEqual({
       kind: "hub",
-      options: { repo: "o/r", revision: "main", dir: join(DEFAULT_CACHE_DIR, "hub/o/r/main") },
+      options: { repo: "o/r", revision: "main", cacheDir: join("/hf", "hub"), offline: false },
     });
   });
 

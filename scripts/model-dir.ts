@@ -2,42 +2,51 @@
  * Where `npm start` takes the checkpoint from, decided from the environment:
  *
  *   MODEL_DIR set            -> that directory, as is
- *   else MODEL_ID set        -> downloaded from the Hub (MODEL_REVISION, HF_TOKEN, HF_ENDPOINT) into
- *                               <CACHE_DIR or .cache>/hub/<org>/<name>/<revision>, resumed/skipped when present
+ *   else MODEL_ID set        -> its snapshot in the Hugging Face hub cache (HF_HUB_CACHE, HF_HOME, default
+ *                               ~/.cache/huggingface/hub), fetched from the Hub first when incomplete
+ *                               (MODEL_REVISION, HF_TOKEN, HF_ENDPOINT; HF_HUB_OFFLINE: the cache only)
  *   else                     -> the generated tiny-a checkpoint (random weights)
  */
 import {
   DEFAULT_CACHE_DIR,
-  defaultHubDir,
   downloadFromHub,
   ensureTinyCheckpoint,
   type HubDownloadOptions,
   HubError,
   type HubProgress,
+  hubCacheDir,
   hubEnv,
+  validateRepo,
+  validateRevision,
 } from "../gpu-service/src/checkpoint";
 
 /** The checkpoint source `npm start` uses. */
 export type ModelSource =
   | { kind: "dir"; dir: string }
-  | { kind: "hub"; options: HubDownloadOptions & { revision: string; dir: string } }
+  | { kind: "hub"; options: HubDownloadOptions & { revision: string; cacheDir: string; offline: boolean } }
   | { kind: "tiny"; cacheDir: string };
 
 type Env = Record<string, string | undefined>;
 
-/** Decides the source from `MODEL_DIR`, `MODEL_ID`, `MODEL_REVISION`, `HF_TOKEN`, `HF_ENDPOINT`, `CACHE_DIR`. */
+/**
+ * Decides the source from `MODEL_DIR`, `MODEL_ID`, `MODEL_REVISION`, `HF_TOKEN`, `HF_ENDPOINT`, `HF_HUB_CACHE`,
+ * `HF_HOME`, `HF_HUB_OFFLINE` and `CACHE_DIR` (the tiny checkpoint's home).
+ */
 export function modelSource(env: Env): ModelSource {
   if (env.MODEL_DIR) return { kind: "dir", dir: env.MODEL_DIR };
-  const cacheDir = env.CACHE_DIR || DEFAULT_CACHE_DIR;
-  if (!env.MODEL_ID) return { kind: "tiny", cacheDir };
+  if (!env.MODEL_ID) return { kind: "tiny", cacheDir: env.CACHE_DIR || DEFAULT_CACHE_DIR };
   const revision = env.MODEL_REVISION || "main";
-  let dir: string;
   try {
-    dir = defaultHubDir(env.MODEL_ID, revision, cacheDir);
+    validateRepo(env.MODEL_ID);
+    validateRevision(revision);
   } catch (err) {
     throw new Error(`MODEL_ID / MODEL_REVISION: ${(err as Error).message}`);
   }
-  return { kind: "hub", options: { repo: env.MODEL_ID, revision, dir, ...hubEnv(env) } };
+  const offline = ["1", "true", "yes", "on"].includes((env.HF_HUB_OFFLINE ?? "").toLowerCase());
+  return {
+    kind: "hub",
+    options: { repo: env.MODEL_ID, revision, cacheDir: hubCacheDir(env), offline, ...hubEnv(env) },
+  };
 }
 
 /**

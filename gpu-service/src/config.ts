@@ -2,6 +2,7 @@
  * GPU-service configuration: every setting, its environment variable and its default, parsed once at
  * start-up. No other file reads `process.env`.
  */
+import { hubCacheDir } from "./checkpoint/hub-cache";
 
 /** The gpu-service's settings. */
 export interface GpuServiceConfig {
@@ -13,8 +14,29 @@ export interface GpuServiceConfig {
   metricsPort: number;
   /** `GPU_METRICS_HOST` (default "0.0.0.0"): interface the metrics server binds. */
   metricsHost: string;
-  /** `MODEL_DIR` (default empty = generate/reuse `<CACHE_DIR>/checkpoints/tiny-a`): checkpoint directory. */
+  /**
+   * `MODEL_DIR` (default empty): checkpoint directory. When empty: MODEL_ID's snapshot in the Hugging Face hub
+   * cache, else the generated `<CACHE_DIR>/checkpoints/tiny-a`.
+   */
   modelDir: string;
+  /**
+   * `MODEL_ID` (default empty): a Hugging Face Hub model id (e.g. `openbmb/MiniCPM-V-2_6`), served from its
+   * snapshot in the hub cache (`HF_HUB_CACHE`), downloaded there first when missing (unless `HF_HUB_OFFLINE`).
+   */
+  modelId: string;
+  /** `MODEL_REVISION` (default "main"): branch, tag or commit of MODEL_ID. */
+  modelRevision: string;
+  /**
+   * The Hugging Face hub cache: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`,
+   * else `~/.cache/huggingface/hub` (where `hf download` and vLLM keep models).
+   */
+  hfHubCache: string;
+  /** `HF_HUB_OFFLINE` (default false): never contact the Hub; MODEL_ID must already be in the cache. */
+  hfHubOffline: boolean;
+  /** `HF_TOKEN` (default empty): token for gated or private repositories. */
+  hfToken: string;
+  /** `HF_ENDPOINT` (default https://huggingface.co): the Hub or a mirror. */
+  hfEndpoint: string;
   /** `CACHE_DIR` (default empty = `<repo>/.cache`): where built ONNX graphs and the tiny checkpoint live. */
   cacheDir: string;
   /** `MODEL_NAME` (default empty = the checkpoint's name): the model name reported by Info. */
@@ -23,8 +45,14 @@ export interface GpuServiceConfig {
   blockSize: number;
   /** `KV_NUM_BLOCKS` (default 0 = from KV_CACHE_BYTES): KV blocks in the pool. */
   numBlocks: number;
-  /** `KV_CACHE_BYTES` (default 536870912 = 512 MiB): KV pool size when KV_NUM_BLOCKS is 0. */
+  /** `KV_CACHE_BYTES` (default 536870912 = 512 MiB): KV pool size when KV_NUM_BLOCKS and the fraction are unset. */
   kvCacheBytes: number;
+  /**
+   * `KV_CACHE_MEMORY_FRACTION`, or vLLM's name `GPU_MEMORY_UTILIZATION` (default 0 = use KV_CACHE_BYTES): the
+   * share of the container's memory limit the process may use; the KV pool gets what the loaded model leaves
+   * of it (memory-budget.ts). KV_NUM_BLOCKS still wins.
+   */
+  kvCacheMemoryFraction: number;
   /** `MAX_BATCH_TOKENS` (default 2048): token budget of one step (prefill chunks + decodes). */
   maxBatchTokens: number;
   /** `MAX_RUNNING_SEQS` (default 64): sequences running at once. */
@@ -59,6 +87,17 @@ function int(env: NodeJS.ProcessEnv, name: string, def: number, min: number): nu
   return v;
 }
 
+function fraction(env: NodeJS.ProcessEnv, names: string[]): number {
+  for (const name of names) {
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === "") continue;
+    const v = Number(raw);
+    if (!Number.isFinite(v) || v <= 0 || v > 1) throw new Error(`${name} must be a number in (0, 1], got "${raw}"`);
+    return v;
+  }
+  return 0;
+}
+
 function oneOf<T extends string>(env: NodeJS.ProcessEnv, name: string, def: T, allowed: readonly T[]): T {
   const raw = env[name];
   if (raw === undefined || raw.trim() === "") return def;
@@ -83,11 +122,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): GpuServiceConf
     metricsPort: int(env, "GPU_METRICS_PORT", 9462, 0),
     metricsHost: env.GPU_METRICS_HOST ?? "0.0.0.0",
     modelDir: env.MODEL_DIR ?? "",
+    modelId: env.MODEL_ID ?? "",
+    modelRevision: env.MODEL_REVISION || "main",
+    hfHubCache: hubCacheDir(env),
+    hfHubOffline: bool(env, "HF_HUB_OFFLINE", false),
+    hfToken: env.HF_TOKEN ?? "",
+    hfEndpoint: env.HF_ENDPOINT ?? "",
     cacheDir: env.CACHE_DIR ?? "",
     modelName: env.MODEL_NAME ?? "",
     blockSize: int(env, "KV_BLOCK_SIZE", 16, 1),
     numBlocks: int(env, "KV_NUM_BLOCKS", 0, 0),
     kvCacheBytes: int(env, "KV_CACHE_BYTES", 512 * 1024 * 1024, 1),
+    kvCacheMemoryFraction: fraction(env, ["KV_CACHE_MEMORY_FRACTION", "GPU_MEMORY_UTILIZATION"]),
     maxBatchTokens: int(env, "MAX_BATCH_TOKENS", 2048, 1),
     maxRunning: int(env, "MAX_RUNNING_SEQS", 64, 1),
     maxWaiting: int(env, "MAX_WAITING_REQUESTS", 256, 0),

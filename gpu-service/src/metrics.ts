@@ -96,7 +96,12 @@ export class GpuMetrics {
       REQUEST_BUCKETS,
       "s",
     );
-    this.vision = h("minicpmv_request_vision_encode_time_seconds", "Vision tower and resampler time.", REQUEST_BUCKETS, "s");
+    this.vision = h(
+      "minicpmv_request_vision_encode_time_seconds",
+      "Vision tower and resampler time.",
+      REQUEST_BUCKETS,
+      "s",
+    );
     this.promptTokensH = h("request_prompt_tokens", "Prompt tokens per request.", TOKEN_BUCKETS);
     this.genTokensH = h("request_generation_tokens", "Generated tokens per request.", TOKEN_BUCKETS);
     this.promptTokens = c("prompt_tokens_total", "Prompt tokens of finished requests.");
@@ -146,8 +151,7 @@ export class GpuMetrics {
     if (this.watching) throw new Error("GpuMetrics.watch called twice");
     this.watching = true;
     const m = this.source.meter;
-    const counter = (name: string, description: string) =>
-      m.createObservableCounter(`${VLLM}${name}`, { description });
+    const counter = (name: string, description: string) => m.createObservableCounter(`${VLLM}${name}`, { description });
     const gauge = (name: string, description: string) => m.createObservableGauge(`${VLLM}${name}`, { description });
     const preemptions = counter("num_preemptions_total", "Requests preempted (KV blocks freed, recomputed later).");
     const prefixQueries = counter("prefix_cache_queries_total", "Tokens looked up in the prefix cache.");

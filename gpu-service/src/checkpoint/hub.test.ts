@@ -1,7 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
-  copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -16,10 +15,8 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadCheckpoint } from "./checkpoint";
-import { DEFAULT_CACHE_DIR, ensureTinyCheckpoint } from "./ensure-tiny";
-import { expectedTensors } from "./expected-tensors";
+import { ensureTinyCheckpoint } from "./ensure-tiny";
 import {
-  defaultHubDir,
   downloadFromHub,
   type HubDownloadOptions,
   HubError,
@@ -29,26 +26,10 @@ import {
   MANIFEST_FILE,
   selectCheckpointFiles,
 } from "./hub";
-import { parseModelConfig } from "./model-config";
-import { writeSafetensors } from "./safetensors";
+import { hubCacheDir } from "./hub-cache";
 import { FakeHub } from "./testing/fake-hub";
-import {
-  buildConfigJson,
-  buildGenerationConfigJson,
-  buildPreprocessorConfigJson,
-  type TinyConfig,
-} from "./tiny-config";
+import { SHARD1, SHARD2, writeMiniRepo } from "./testing/mini-repo";
 
-// A small architecture with a 3-row vocabulary, so that the sharded repository is a few hundred KB
-// (the tiny-a repository, 80 MB, is downloaded once, for the end-to-end check).
-const MINI: TinyConfig = {
-  name: "mini",
-  seed: 1,
-  llm: { hiddenSize: 128, numLayers: 1, numHeads: 4, numKvHeads: 2, intermediateSize: 32 },
-  vision: { hiddenSize: 32, numLayers: 1, numHeads: 2, intermediateSize: 16 },
-};
-const SHARD1 = "model-00001-of-00002.safetensors";
-const SHARD2 = "model-00002-of-00002.safetensors";
 const TOKEN = "hf_secret_token_123";
 const TINY_FILES = [
   "config.json",
@@ -102,36 +83,11 @@ async function rejection(p: Promise<unknown>): Promise<HubError> {
   return err as HubError;
 }
 
-async function writeMiniRepo(dir: string): Promise<void> {
-  mkdirSync(dir);
-  const configJson = {
-    ...buildConfigJson(MINI),
-    vocab_size: 3,
-    vision_config: { ...(buildConfigJson(MINI).vision_config as object), image_size: 28 },
-  };
-  writeFileSync(join(dir, "config.json"), JSON.stringify(configJson));
-  writeFileSync(join(dir, "preprocessor_config.json"), JSON.stringify(buildPreprocessorConfigJson()));
-  writeFileSync(join(dir, "generation_config.json"), JSON.stringify(buildGenerationConfigJson()));
-  copyFileSync(join(tinyDir, "tokenizer.json"), join(dir, "tokenizer.json"));
-  copyFileSync(join(tinyDir, "tokenizer_config.json"), join(dir, "tokenizer_config.json"));
-  const cfg = parseModelConfig(configJson, null, { config: "config.json", preprocessor: "p.json" });
-  const tensors = expectedTensors(cfg).map((s, i) => {
-    const data = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
-    for (let k = 0; k < data.length; k++) data[k] = (((k * 7 + i * 3) % 33) - 16) / 8;
-    return { name: s.name, dtype: "BF16" as const, shape: s.shape, data };
-  });
-  const half = Math.ceil(tensors.length / 2);
-  await writeSafetensors(join(dir, SHARD1), tensors.slice(0, half));
-  await writeSafetensors(join(dir, SHARD2), tensors.slice(half));
-  const weightMap = Object.fromEntries(tensors.map((t, i) => [t.name, i < half ? SHARD1 : SHARD2]));
-  writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: weightMap }));
-}
-
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "hub-test-"));
   tinyDir = await ensureTinyCheckpoint();
   miniDir = join(root, "mini-src");
-  await writeMiniRepo(miniDir);
+  await writeMiniRepo(miniDir, tinyDir);
   const junk = join(root, "junk");
   mkdirSync(junk);
   for (const f of ["pytorch_model.bin", "modeling_minicpmv.py", "demo.png", "README.md"]) {
@@ -165,7 +121,7 @@ afterAll(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-describe("selectCheckpointFiles / defaultHubDir / hubEnv", () => {
+describe("selectCheckpointFiles / hubCacheDir / hubEnv", () => {
   it("keeps only the files the stack reads", () => {
     const names = [
       "config.json",
@@ -196,11 +152,17 @@ describe("selectCheckpointFiles / defaultHubDir / hubEnv", () => {
     expect(() => selectCheckpointFiles("o/r", names.slice(0, 4))).toThrow("o/r: no safetensors weights");
   });
 
-  it("derives the cache directory and reads HF_ENDPOINT / HF_TOKEN", () => {
-    expect(defaultHubDir("openbmb/MiniCPM-V-2_6")).toBe(join(DEFAULT_CACHE_DIR, "hub/openbmb/MiniCPM-V-2_6/main"));
-    expect(defaultHubDir("o/r", "refs/pr/1", "/c")).toBe("/c/hub/o/r/refs--pr--1");
-    expect(() => defaultHubDir("../etc")).toThrow('repo must be <org>/<name> (letters, digits, . _ -), got "../etc"');
-    expect(() => defaultHubDir("o/r", "../x")).toThrow('revision must be a branch, tag or commit, got "../x"');
+  it("derives the hub cache directory and reads HF_ENDPOINT / HF_TOKEN", async () => {
+    expect(hubCacheDir({}, "/home/u")).toBe("/home/u/.cache/huggingface/hub");
+    expect(hubCacheDir({ XDG_CACHE_HOME: "/x" }, "/home/u")).toBe("/x/huggingface/hub");
+    expect(hubCacheDir({ HF_HOME: "/hf", XDG_CACHE_HOME: "/x" })).toBe("/hf/hub");
+    expect(hubCacheDir({ HF_HUB_CACHE: "/c", HF_HOME: "/hf" })).toBe("/c");
+    await expect(downloadFromHub({ repo: "../etc", offline: true })).rejects.toThrow(
+      'repo must be <org>/<name> (letters, digits, . _ -), got "../etc"',
+    );
+    await expect(downloadFromHub({ repo: "o/r", revision: "../x", offline: true })).rejects.toThrow(
+      'revision must be a branch, tag or commit, got "../x"',
+    );
     expect(hubEnv({ HF_TOKEN: "t", HF_ENDPOINT: "http://m" })).toEqual({ endpoint: "http://m", token: "t" });
     expect(hubEnv({ HF_TOKEN: "" })).toEqual({});
   });
@@ -242,7 +204,7 @@ describe("downloadFromHub against a fake hub", () => {
     const again = hub.log.length;
     const second = await downloadFromHub({ repo: "openbmb/tiny-a", endpoint: hub.endpoint, dir });
     expect(second).toBe(dir);
-    expect(hub.since(again).map((r) => r.path)).toEqual(["/api/models/openbmb/tiny-a/revision/main"]);
+    expect(hub.since(again).map((r) => r.path)).toEqual(["/api/models/openbmb/tiny-a/revision/main?blobs=true"]);
   });
 
   it("downloads a sharded repository: the index and every shard it lists", async () => {

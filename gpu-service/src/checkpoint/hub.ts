@@ -11,7 +11,17 @@
 
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { DEFAULT_CACHE_DIR } from "./ensure-tiny";
+import {
+  hubCacheDir,
+  lockRepo,
+  missingSnapshotFiles,
+  offlineError,
+  placeSnapshotFile,
+  readRef,
+  repoFolder,
+  snapshotDir,
+  writeRef,
+} from "./hub-cache";
 import { HubError } from "./hub-error";
 import {
   downloadFile,
@@ -43,7 +53,8 @@ export const OPTIONAL_FILES = [
   "vocab.json",
   "merges.txt",
 ];
-const INDEX_FILE = "model.safetensors.index.json";
+/** The shard index of a sharded checkpoint. */
+export const INDEX_FILE = "model.safetensors.index.json";
 const SINGLE_FILE = "model.safetensors";
 
 /** Options of `downloadFromHub`. */
@@ -56,8 +67,15 @@ export interface HubDownloadOptions {
   endpoint?: string;
   /** Access token for gated or private repositories (callers pass `HF_TOKEN`); sent only to `endpoint`. */
   token?: string;
-  /** Target directory (default `defaultHubDir(repo, revision)`). */
+  /**
+   * A plain target directory (`hf download --local-dir`'s layout: the files themselves plus `.download.json`).
+   * Unset: the Hugging Face hub cache `cacheDir` (hub-cache.ts), and the snapshot directory is returned.
+   */
   dir?: string;
+  /** The hub cache (callers pass `hubCacheDir(env)`; default ~/.cache/huggingface/hub). */
+  cacheDir?: string;
+  /** Never contact the Hub (`HF_HUB_OFFLINE`): the snapshot must already be complete in `cacheDir`. */
+  offline?: boolean;
   /** Stops the download promptly; `.incomplete` files stay so the next run resumes them. */
   signal?: AbortSignal;
   onProgress?: (p: HubProgress) => void;
@@ -91,24 +109,18 @@ export function hubEnv(env: Record<string, string | undefined>): { endpoint?: st
   };
 }
 
-function validateRepo(repo: string): void {
+/** Throws `invalid` unless `repo` is `<org>/<name>`. */
+export function validateRepo(repo: string): void {
   if (!REPO_RE.test(repo) || repo.includes("..")) {
     throw new HubError("invalid", `repo must be <org>/<name> (letters, digits, . _ -), got ${JSON.stringify(repo)}`);
   }
 }
 
-function validateRevision(revision: string): void {
+/** Throws `invalid` unless `revision` is a plausible branch, tag or commit. */
+export function validateRevision(revision: string): void {
   if (!revision || revision.length > 200 || revision.split("/").some((p) => p === "" || p === "." || p === "..")) {
     throw new HubError("invalid", `revision must be a branch, tag or commit, got ${JSON.stringify(revision)}`);
   }
-}
-
-/** `<cacheDir>/hub/<org>/<name>/<revision>` (a `/` in the revision becomes `--`). */
-export function defaultHubDir(repo: string, revision = "main", cacheDir: string = DEFAULT_CACHE_DIR): string {
-  validateRepo(repo);
-  validateRevision(revision);
-  const [org, name] = repo.split("/") as [string, string];
-  return join(resolve(cacheDir), "hub", org, name, revision.replaceAll("/", "--"));
 }
 
 /**
@@ -132,7 +144,7 @@ export function selectCheckpointFiles(repo: string, names: readonly string[]): {
 }
 
 /** The shard names listed by a downloaded `model.safetensors.index.json`, sorted. */
-async function readShardNames(path: string, what: string): Promise<string[]> {
+export async function readShardNames(path: string, what: string): Promise<string[]> {
   let map: unknown;
   try {
     map = (JSON.parse(await readFile(path, "utf8")) as { weight_map?: unknown }).weight_map;
@@ -180,7 +192,7 @@ async function sizeOf(path: string): Promise<number | null> {
 }
 
 /** Runs `fn` over `items`, `limit` at a time; on the first failure aborts the rest, waits for them, rethrows it. */
-async function runPool<T>(
+export async function runPool<T>(
   items: readonly T[],
   limit: number,
   outer: AbortSignal,
@@ -208,23 +220,44 @@ async function runPool<T>(
   if (failure !== null) throw (failure as { err: unknown }).err;
 }
 
-async function fetchRevision(
+/** One file of a revision as the Hub lists it (`?blobs=true`: git blob id, and sha256/size for LFS files). */
+export interface HubSibling {
+  name: string;
+  /** Git blob id (sha1) of the file, or of its LFS pointer. */
+  blobId: string | null;
+  /** sha256 of an LFS file's content. */
+  lfsSha256: string | null;
+  size: number | null;
+}
+
+/** Resolves `revision` to its commit and lists the repository's files with their blob ids. */
+export async function fetchRevision(
   endpoint: string,
   repo: string,
   revision: string,
   ctx: HubFetchContext,
-): Promise<{ sha: string; names: string[] }> {
+): Promise<{ sha: string; names: string[]; siblings: HubSibling[] }> {
   const what = `${repo}@${revision}`;
-  const url = `${endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}`;
+  const url = `${endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}?blobs=true`;
   const body = ((await hubGetJson(url, what, ctx)) ?? {}) as { sha?: unknown; siblings?: unknown };
   if (typeof body.sha !== "string" || !/^[0-9a-f]{40}$/.test(body.sha)) {
     throw new HubError("invalid", `${what}: the Hub's answer has no commit sha`);
   }
   if (!Array.isArray(body.siblings)) throw new HubError("invalid", `${what}: the Hub's answer has no siblings list`);
-  const names = body.siblings
-    .map((s) => (s as { rfilename?: unknown }).rfilename)
-    .filter((n): n is string => typeof n === "string");
-  return { sha: body.sha, names };
+  const siblings: HubSibling[] = [];
+  for (const raw of body.siblings as Record<string, unknown>[]) {
+    if (typeof raw?.rfilename !== "string") continue;
+    const lfs = (raw.lfs ?? null) as { sha256?: unknown; size?: unknown } | null;
+    const hex = (v: unknown, n: number) => (typeof v === "string" && new RegExp(`^[0-9a-f]{${n}}$`).test(v) ? v : null);
+    const lfsSize = typeof lfs?.size === "number" ? lfs.size : null;
+    siblings.push({
+      name: raw.rfilename,
+      blobId: hex(raw.blobId, 40),
+      lfsSha256: hex(lfs?.sha256, 64),
+      size: lfsSize ?? (typeof raw.size === "number" ? raw.size : null),
+    });
+  }
+  return { sha: body.sha, names: siblings.map((s) => s.name), siblings };
 }
 
 /**
@@ -233,6 +266,7 @@ async function fetchRevision(
  * Errors are `HubError`s naming the repository and the file.
  */
 export async function downloadFromHub(opts: HubDownloadOptions): Promise<string> {
+  if (opts.dir === undefined) return ensureHubSnapshot(opts);
   const { repo } = opts;
   const revision = opts.revision ?? "main";
   validateRepo(repo);
@@ -248,7 +282,7 @@ export async function downloadFromHub(opts: HubDownloadOptions): Promise<string>
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     throw new HubError("invalid", `concurrency must be an integer >= 1, got ${concurrency}`);
   }
-  const dir = resolve(opts.dir ?? defaultHubDir(repo, revision));
+  const dir = resolve(opts.dir);
   const signal = opts.signal ?? new AbortController().signal;
   const onProgress = opts.onProgress ?? (() => {});
   const ctx: HubFetchContext = {
@@ -320,6 +354,114 @@ export async function downloadFromHub(opts: HubDownloadOptions): Promise<string>
     }
     manifest.commit = sha;
     await save();
+    return dir;
+  } finally {
+    await release();
+  }
+}
+
+/** The fetch context and endpoint of one download. */
+function fetchContext(opts: HubDownloadOptions, signal: AbortSignal): { endpoint: string; ctx: HubFetchContext } {
+  const endpoint = (opts.endpoint ?? DEFAULT_HUB_ENDPOINT).replace(/\/+$/, "");
+  let hubOrigin: string;
+  try {
+    hubOrigin = new URL(endpoint).origin;
+  } catch {
+    throw new HubError("invalid", `endpoint must be an http(s) URL, got ${JSON.stringify(endpoint)}`);
+  }
+  return {
+    endpoint,
+    ctx: {
+      hubOrigin,
+      token: opts.token,
+      signal,
+      maxAttempts: opts.maxAttempts ?? 3,
+      retryDelayMs: opts.retryDelayMs ?? 1000,
+      idleTimeoutMs: opts.idleTimeoutMs ?? 60_000,
+      onProgress: opts.onProgress ?? (() => {}),
+    },
+  };
+}
+
+/**
+ * The snapshot directory of `repo@revision` in the Hugging Face hub cache, complete with the files the stack
+ * reads (hub-cache.ts). Online: the revision is resolved by the Hub and missing files are fetched (a snapshot
+ * left by `hf download` or vLLM is used as it is). Offline (`offline`), or when the Hub cannot be reached and
+ * the cached ref's snapshot is complete: the cache alone.
+ */
+export async function ensureHubSnapshot(opts: HubDownloadOptions): Promise<string> {
+  const { repo } = opts;
+  const revision = opts.revision ?? "main";
+  validateRepo(repo);
+  validateRevision(revision);
+  const cacheDir = resolve(opts.cacheDir ?? hubCacheDir({}));
+  const shards = (path: string) => readShardNames(path, `${repo}/${INDEX_FILE}`);
+  const cached = async (): Promise<{ dir: string; missing: string[] } | null> => {
+    const sha = await readRef(cacheDir, repo, revision);
+    if (!sha) return null;
+    const dir = snapshotDir(cacheDir, repo, sha);
+    return { dir, missing: await missingSnapshotFiles(dir, REQUIRED_FILES, shards) };
+  };
+  if (opts.offline) {
+    const c = await cached();
+    if (!c || c.missing.length > 0) throw offlineError(cacheDir, repo, revision, c?.missing ?? []);
+    return c.dir;
+  }
+  const signal = opts.signal ?? new AbortController().signal;
+  const { endpoint, ctx } = fetchContext(opts, signal);
+  const concurrency = opts.concurrency ?? 4;
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    throw new HubError("invalid", `concurrency must be an integer >= 1, got ${concurrency}`);
+  }
+  let release: () => Promise<void>;
+  try {
+    release = await lockRepo(cacheDir, repo, signal, ctx.onProgress);
+  } catch (err) {
+    if (signal.aborted) throw new HubError("aborted", `${repo}: download aborted`, false, { cause: signal.reason });
+    throw err;
+  }
+  try {
+    let rev: Awaited<ReturnType<typeof fetchRevision>>;
+    try {
+      rev = await fetchRevision(endpoint, repo, revision, ctx);
+    } catch (err) {
+      // huggingface_hub does the same: no connection, but a complete snapshot of the ref in the cache.
+      const c = err instanceof HubError && err.code === "network" ? await cached() : null;
+      if (c && c.missing.length === 0) return c.dir;
+      throw err;
+    }
+    const { sha, siblings } = rev;
+    const plan = selectCheckpointFiles(`${repo}@${revision}`, rev.names);
+    ctx.onProgress({ event: "plan", repo, commit: sha, files: plan.files });
+    const repoDir = join(cacheDir, repoFolder(repo));
+    const byName = new Map(siblings.map((s) => [s.name, s]));
+    const place = async (name: string, fileSignal: AbortSignal) => {
+      const s = byName.get(name);
+      await placeSnapshotFile(
+        repoDir,
+        sha,
+        {
+          name,
+          blob: s?.lfsSha256 ?? s?.blobId ?? null,
+          size: s?.size ?? null,
+          url: `${endpoint}/${repo}/resolve/${sha}/${encodeURIComponent(name)}`,
+        },
+        `${repo}/${name}`,
+        { ...ctx, signal: fileSignal },
+      );
+    };
+    await runPool(plan.files, concurrency, signal, place);
+    const dir = snapshotDir(cacheDir, repo, sha);
+    if (plan.index) {
+      const list = await shards(join(dir, INDEX_FILE));
+      const absent = list.filter((s) => !byName.has(s));
+      if (absent.length > 0) {
+        throw new HubError("invalid", `${repo}/${INDEX_FILE} lists ${absent.join(", ")}, which ${repo} does not have`);
+      }
+      ctx.onProgress({ event: "plan", repo, commit: sha, files: list });
+      await runPool(list, concurrency, signal, place);
+    }
+    await writeRef(cacheDir, repo, revision, sha);
     return dir;
   } finally {
     await release();

@@ -20,15 +20,18 @@ export {
 } from "./generator";
 export {
   DEFAULT_HUB_ENDPOINT,
-  defaultHubDir,
   downloadFromHub,
+  ensureHubSnapshot,
   type HubDownloadOptions,
   HubError,
   type HubErrorCode,
   type HubProgress,
   hubEnv,
   selectCheckpointFiles,
+  validateRepo,
+  validateRevision,
 } from "./hub";
+export { hubCacheDir, isSnapshotDir, readRef, repoFolder, snapshotDir } from "./hub-cache";
 export { type ModelConfig, parseModelConfig } from "./model-config";
 export { buildHeader, type TensorSpec, writeSafetensors } from "./safetensors";
 export {

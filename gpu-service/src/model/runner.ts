@@ -1,4 +1,5 @@
 import * as ort from "onnxruntime-node";
+import { kvBytesFromFraction, memoryLimitBytes } from "../memory-budget";
 import { ensureGraphs } from "./graph-cache";
 import { LLM_IO } from "./llm-graph";
 import { normalizePixels } from "./pixels";
@@ -19,6 +20,8 @@ export interface ModelOptions {
   numBlocks?: number;
   /** KV pool size in bytes (default 512 MiB) */
   kvCacheBytes?: number;
+  /** size the KV pool from this fraction of the process's memory once loaded (memory-budget.ts); wins over kvCacheBytes */
+  kvCacheMemoryFraction?: number;
   /** LLM weight storage (default f32) */
   weights?: "f32" | "int4" | "f16";
   executionProvider?: "cpu" | "webgpu" | "cuda";
@@ -66,8 +69,16 @@ export async function createRunnerFromWeights(src: WeightSource, opts: RunnerOpt
   }
   const c = src.config.llm;
   const kvBytesPerToken = 2 * c.numLayers * c.numKvHeads * c.headDim * 4;
-  const numBlocks =
-    opts.numBlocks ?? Math.floor((opts.kvCacheBytes ?? DEFAULT_KV_BYTES) / (kvBytesPerToken * blockSize));
+  const kvBytes =
+    opts.kvCacheMemoryFraction === undefined
+      ? (opts.kvCacheBytes ?? DEFAULT_KV_BYTES)
+      : kvBytesFromFraction({
+          fraction: opts.kvCacheMemoryFraction,
+          limitBytes: memoryLimitBytes(),
+          usedBytes: process.memoryUsage.rss(),
+          blockBytes: kvBytesPerToken * blockSize,
+        });
+  const numBlocks = opts.numBlocks ?? Math.floor(kvBytes / (kvBytesPerToken * blockSize));
   if (!Number.isInteger(numBlocks) || numBlocks < 1)
     throw new RangeError(`numBlocks: must be a positive integer, got ${numBlocks}`);
   const info: ModelInfo = {

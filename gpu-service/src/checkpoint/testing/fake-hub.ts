@@ -3,6 +3,7 @@
  * the Hub's protocol `downloadFromHub` uses, with a second server standing in for the LFS CDN.
  *
  *   hub  GET /api/models/{org}/{name}/revision/{rev}  -> { id, sha, siblings: [{ rfilename }] }
+ *                                                         (`?blobs=true`: + blobId, size, lfs { sha256, size })
  *        GET /{org}/{name}/resolve/{rev}/{file}        -> 200 small file (Range supported), or
  *                                                         302 to the CDN + x-linked-etag "<sha256>", x-linked-size
  *   cdn  GET /lfs/{sha256}                              -> 200 / 206 (Range), no auth
@@ -13,7 +14,7 @@
 
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { open, stat } from "node:fs/promises";
+import { open, readFile, stat } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Transform } from "node:stream";
@@ -54,7 +55,14 @@ interface Blob {
   path: string;
   size: number;
   sha256: string;
+  /** Git blob id: sha1 of "blob <size>\0" + content (of the LFS pointer for LFS files, as on the Hub). */
+  blobId: string;
   lfs: boolean;
+}
+
+/** The git blob id of `content`. */
+function gitBlobId(content: Buffer): string {
+  return createHash("sha1").update(`blob ${content.length}\0`).update(content).digest("hex");
 }
 
 /** Files of this size or more, and all safetensors, are served as LFS files (through the CDN). */
@@ -93,12 +101,11 @@ export class FakeHub {
       for (const path of Object.values(repo.files)) {
         if (hub.blobs.has(path)) continue;
         const size = (await stat(path)).size;
-        hub.blobs.set(path, {
-          path,
-          size,
-          sha256: await sha256File(path),
-          lfs: path.endsWith(".safetensors") || size >= LFS_MIN_BYTES,
-        });
+        const sha256 = await sha256File(path);
+        const lfs = path.endsWith(".safetensors") || size >= LFS_MIN_BYTES;
+        const pointer = `version https://git-lfs.github.com/spec/v1\noid sha256:${sha256}\nsize ${size}\n`;
+        const blobId = gitBlobId(lfs ? Buffer.from(pointer) : await readFile(path));
+        hub.blobs.set(path, { path, size, sha256, blobId, lfs });
       }
     }
     hub.endpoint = `http://127.0.0.1:${await listen(hub.hub)}`;
@@ -161,11 +168,21 @@ export class FakeHub {
     if (api) {
       this.record("hub", req, null, 200);
       res.writeHead(200, { "content-type": "application/json" });
+      const blobs = url.searchParams.get("blobs") === "true";
       res.end(
         JSON.stringify({
           id: repoId,
           sha: repo.sha,
-          siblings: Object.keys(repo.files).map((rfilename) => ({ rfilename })),
+          siblings: Object.entries(repo.files).map(([rfilename, path]) => {
+            if (!blobs) return { rfilename };
+            const b = this.blobs.get(path) as Blob;
+            return {
+              rfilename,
+              blobId: b.blobId,
+              size: b.size,
+              ...(b.lfs ? { lfs: { sha256: b.sha256, size: b.size, pointerSize: 130 } } : {}),
+            };
+          }),
         }),
       );
       return;
@@ -186,7 +203,7 @@ export class FakeHub {
       res.end();
       return;
     }
-    await this.serve("hub", req, res, file, blob, { "x-repo-commit": repo.sha, etag: `"${blob.sha256.slice(0, 40)}"` });
+    await this.serve("hub", req, res, file, blob, { "x-repo-commit": repo.sha, etag: `"${blob.blobId}"` });
   }
 
   private async onCdn(req: IncomingMessage, res: ServerResponse): Promise<void> {
