@@ -15,6 +15,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { createClient } from "@minicpmv/proto/grpc";
 import { Health, ServingStatus } from "@minicpmv/proto/health";
+import { fromHubProgress, ProgressReporter } from "../gpu-service/src/progress";
 import { isAbortedDownload, resolveModelDir } from "./model-dir";
 
 const root = join(import.meta.dirname, "..");
@@ -106,15 +107,21 @@ async function waitHttp(url: string, deadline: number): Promise<void> {
   throw new Error(`${url} did not become healthy in ${startTimeoutMs} ms`);
 }
 
+/** Download progress: bars on a terminal, else a JSON line per file now and then. */
+const downloads = new ProgressReporter({ logger: { info: (obj, msg) => log(msg, obj) } });
+
 async function main(): Promise<void> {
   process.on("SIGINT", () => void stop(0));
   process.on("SIGTERM", () => void stop(0));
   const resolving = resolveModelDir(env, {
     signal: downloadAbort.signal,
-    onProgress: (p) => log("download", p),
+    onProgress: (p) => {
+      const u = fromHubProgress(p);
+      if (u) downloads.update(u);
+    },
   });
   preparing = resolving;
-  const { dir: modelDir, source } = await resolving;
+  const { dir: modelDir, source } = await resolving.finally(() => downloads.stop());
   if (source.kind === "tiny") {
     log("MODEL_DIR and MODEL_ID are not set: serving the tiny-a checkpoint (random weights; answers are noise)");
   } else if (source.kind === "hub") {

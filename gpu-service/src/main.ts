@@ -1,6 +1,9 @@
 /**
- * Starts the gpu-service: the gRPC server first (health NOT_SERVING while the model loads), then the
- * engine worker (model + engine loop), then metrics; logs `{"msg":"ready"}` once serving.
+ * Starts the gpu-service: the gRPC server first (health NOT_SERVING while the model loads) and the metrics
+ * port (`/metrics`, and `/health` saying what is loading), then the checkpoint (MODEL_DIR; else MODEL_ID's
+ * snapshot in the Hugging Face hub cache, downloaded when missing; else the tiny test checkpoint), then the
+ * engine worker (model + engine loop); logs `{"msg":"ready"}` once serving. Downloads and load phases show
+ * progress bars on a terminal and structured `progress` lines otherwise (progress.ts).
  *
  * SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting calls, in-flight requests may finish
  * for SHUTDOWN_GRACE_MS, the rest are cancelled (their KV blocks freed), the worker is closed, exit 0.
@@ -9,9 +12,10 @@
 
 import { startTelemetry, traceLogFields } from "@minicpmv/proto/telemetry";
 import pino from "pino";
-import { ensureTinyCheckpoint } from "./checkpoint";
-import { loadConfig } from "./config";
+import { ensureHubSnapshot, ensureTinyCheckpoint } from "./checkpoint";
+import { type GpuServiceConfig, loadConfig } from "./config";
 import { GpuMetrics } from "./metrics";
+import { fromHubProgress, ProgressReporter } from "./progress";
 import { startGrpcServer } from "./service";
 import { WorkerEngine } from "./worker";
 
@@ -25,28 +29,45 @@ async function main(): Promise<void> {
     maxMessageBytes: config.grpcMaxMessageBytes,
     limits: { maxN: config.maxN },
   });
-  logger.info({ port: grpcServer.port }, "grpc listening; loading the model");
-
-  const modelDir = config.modelDir || (await ensureTinyCheckpoint(...(config.cacheDir ? [config.cacheDir] : [])));
-  const engine = await WorkerEngine.start({
-    model: {
-      modelDir,
-      ...(config.cacheDir ? { cacheDir: config.cacheDir } : {}),
-      blockSize: config.blockSize,
-      ...(config.numBlocks > 0 ? { numBlocks: config.numBlocks } : { kvCacheBytes: config.kvCacheBytes }),
-      weights: config.weights,
-      executionProvider: config.executionProvider,
-      ...(config.intraOpThreads > 0 ? { intraOpThreads: config.intraOpThreads } : {}),
-    },
-    engine: {
-      maxBatchTokens: config.maxBatchTokens,
-      maxRunning: config.maxRunning,
-      maxWaiting: config.maxWaiting,
-      encoderCacheBytes: config.encoderCacheBytes,
-      enablePrefixCaching: config.enablePrefixCaching,
-    },
-    traceSteps: telemetry.tracing,
+  const progress = new ProgressReporter({ logger });
+  let state: "loading" | "ready" | "stopping" = "loading";
+  let readyInfo: Record<string, unknown> = {};
+  const m = await telemetry.serveMetrics(config.metricsPort, config.metricsHost, {
+    "/health": () =>
+      state === "ready"
+        ? { status: 200, body: { status: "ok", ...readyInfo } }
+        : { status: 503, body: { status: state, loading: progress.active() } },
   });
+  logger.info({ ...loadingBanner(config), grpc_port: grpcServer.port, metrics_port: m.port }, "loading the model");
+
+  const modelDir = await resolveModelDir(config, progress);
+  const engine = await WorkerEngine.start(
+    {
+      model: {
+        modelDir,
+        ...(config.cacheDir ? { cacheDir: config.cacheDir } : {}),
+        blockSize: config.blockSize,
+        ...(config.numBlocks > 0
+          ? { numBlocks: config.numBlocks }
+          : config.kvCacheMemoryFraction > 0
+            ? { kvCacheMemoryFraction: config.kvCacheMemoryFraction }
+            : { kvCacheBytes: config.kvCacheBytes }),
+        weights: config.weights,
+        executionProvider: config.executionProvider,
+        ...(config.intraOpThreads > 0 ? { intraOpThreads: config.intraOpThreads } : {}),
+      },
+      engine: {
+        maxBatchTokens: config.maxBatchTokens,
+        maxRunning: config.maxRunning,
+        maxWaiting: config.maxWaiting,
+        encoderCacheBytes: config.encoderCacheBytes,
+        enablePrefixCaching: config.enablePrefixCaching,
+      },
+      traceSteps: telemetry.tracing,
+    },
+    (u) => progress.update(u),
+  );
+  progress.stop();
   const info = { ...engine.info, modelName: config.modelName || engine.info.modelName };
   const metrics = new GpuMetrics(info.modelName, { source: telemetry });
   metrics.watch(() => engine.stats());
@@ -55,27 +76,24 @@ async function main(): Promise<void> {
     modelName: info.modelName,
     tracer: telemetry.tracing ? telemetry.tracer : undefined,
   });
-  const m = await telemetry.serveMetrics(config.metricsPort, config.metricsHost);
   grpcServer.setServing(true);
-  logger.info(
-    {
-      grpc_port: grpcServer.port,
-      metrics_port: m.port,
-      model: info.modelName,
-      model_dir: modelDir,
-      kv_blocks: info.numBlocks,
-      block_size: info.blockSize,
-      kv_bytes_per_token: info.kvBytesPerToken,
-      context_length: info.contextLength,
-      tracing: telemetry.tracing,
-    },
-    "ready",
-  );
+  readyInfo = {
+    model: info.modelName,
+    model_dir: modelDir,
+    kv_blocks: info.numBlocks,
+    block_size: info.blockSize,
+    kv_bytes_per_token: info.kvBytesPerToken,
+    kv_cache_bytes: info.numBlocks * info.blockSize * info.kvBytesPerToken,
+    context_length: info.contextLength,
+  };
+  state = "ready";
+  logger.info({ grpc_port: grpcServer.port, metrics_port: m.port, ...readyInfo, tracing: telemetry.tracing }, "ready");
 
   let stopping = false;
   const stop = async (reason: string, code: number) => {
     if (stopping) return;
     stopping = true;
+    state = "stopping";
     logger.info({ reason, grace_ms: config.shutdownGraceMs }, "shutting down");
     grpcServer.setServing(false);
     await grpcServer.stop(config.shutdownGraceMs);
@@ -93,6 +111,42 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => void stop("SIGTERM", 0));
   process.on("SIGINT", () => void stop("SIGINT", 0));
+}
+
+/** What the start banner says is about to load. */
+function loadingBanner(config: GpuServiceConfig): Record<string, unknown> {
+  const model = config.modelDir
+    ? { model_dir: config.modelDir }
+    : config.modelId
+      ? { model_id: config.modelId, revision: config.modelRevision, hf_hub_cache: config.hfHubCache }
+      : { model: "tiny-a (generated test checkpoint, random weights)" };
+  const kv =
+    config.numBlocks > 0
+      ? { kv_num_blocks: config.numBlocks }
+      : config.kvCacheMemoryFraction > 0
+        ? { kv_cache_memory_fraction: config.kvCacheMemoryFraction }
+        : { kv_cache_bytes: config.kvCacheBytes };
+  return { ...model, weights: config.weights, execution_provider: config.executionProvider, ...kv };
+}
+
+/** MODEL_DIR, else MODEL_ID's hub-cache snapshot (fetched when incomplete), else the tiny checkpoint. */
+async function resolveModelDir(config: GpuServiceConfig, progress: ProgressReporter): Promise<string> {
+  if (config.modelDir) return config.modelDir;
+  if (config.modelId) {
+    return ensureHubSnapshot({
+      repo: config.modelId,
+      revision: config.modelRevision,
+      cacheDir: config.hfHubCache,
+      offline: config.hfHubOffline,
+      ...(config.hfEndpoint ? { endpoint: config.hfEndpoint } : {}),
+      ...(config.hfToken ? { token: config.hfToken } : {}),
+      onProgress: (p) => {
+        const u = fromHubProgress(p);
+        if (u) progress.update(u);
+      },
+    });
+  }
+  return ensureTinyCheckpoint(...(config.cacheDir ? [config.cacheDir] : []));
 }
 
 main().catch((err: unknown) => {

@@ -19,7 +19,9 @@ import { loadTokenizer } from "@minicpmv/preprocess/tokenizer";
 import type { EngineConfig } from "./engine/engine";
 import { type EngineHandle, EventStream, LocalEngine } from "./engine/engine-handle";
 import type { EngineEvent, EngineModelInfo, EngineRequest, EngineStats, StepRecord } from "./engine/types";
-import { createModelRunner, type ModelOptions } from "./model";
+import { loadModelRunner } from "./load-model";
+import type { ModelOptions } from "./model";
+import type { ProgressUpdate } from "./progress";
 
 /** What the worker needs to start. */
 export interface WorkerOptions {
@@ -40,6 +42,7 @@ type ToWorker =
 
 type FromWorker =
   | { type: "ready"; info: EngineModelInfo }
+  | { type: "progress"; u: ProgressUpdate }
   | { type: "start_failed"; message: string }
   | { type: "event"; id: string; ev: EngineEvent }
   | { type: "stats"; n: number; stats: EngineStats }
@@ -82,11 +85,12 @@ export class WorkerEngine implements EngineHandle {
     });
   }
 
-  /** Starts the worker, loads the model and resolves when the engine is ready. */
-  static async start(opts: WorkerOptions): Promise<WorkerEngine> {
+  /** Starts the worker, loads the model (reporting its phases to `onProgress`) and resolves when the engine is ready. */
+  static async start(opts: WorkerOptions, onProgress?: (u: ProgressUpdate) => void): Promise<WorkerEngine> {
     const worker = new Worker(bootstrap(import.meta.url), { eval: true, workerData: { [MARK]: true, opts } });
     const info = await new Promise<EngineModelInfo>((resolve, reject) => {
       const onMsg = (m: FromWorker) => {
+        if (m.type === "progress") return onProgress?.(m.u);
         if (m.type === "ready") resolve(m.info);
         else if (m.type === "start_failed") reject(new Error(m.message));
         else return;
@@ -193,7 +197,10 @@ async function workerMain(opts: WorkerOptions): Promise<void> {
   const send = (m: FromWorker) => port.postMessage(m);
   let local: LocalEngine;
   try {
-    const [model, tok] = await Promise.all([createModelRunner(opts.model), loadTokenizer(opts.model.modelDir)]);
+    const [model, tok] = await Promise.all([
+      loadModelRunner(opts.model, (u) => send({ type: "progress", u })),
+      loadTokenizer(opts.model.modelDir),
+    ]);
     local = new LocalEngine(model, tok, { ...opts.engine, terminators: opts.engine.terminators ?? tok.terminators });
   } catch (err) {
     send({ type: "start_failed", message: err instanceof Error ? err.message : String(err) });

@@ -53,8 +53,15 @@ export interface Telemetry {
   readonly meter: Meter;
   /** Current metrics in the Prometheus text format. */
   metricsText(): Promise<string>;
-  /** Serves `GET /metrics` on its own HTTP port (port 0 picks one); resolves the bound port. */
-  serveMetrics(port: number, host?: string): Promise<{ port: number; close(): Promise<void> }>;
+  /**
+   * Serves `GET /metrics` on its own HTTP port (port 0 picks one), and `GET <path>` for each of `routes`
+   * (JSON: the route's status and body); resolves the bound port.
+   */
+  serveMetrics(
+    port: number,
+    host?: string,
+    routes?: Record<string, () => { status: number; body: unknown }>,
+  ): Promise<{ port: number; close(): Promise<void> }>;
   /** Flushes and stops exporters. */
   shutdown(): Promise<void>;
 }
@@ -127,8 +134,14 @@ export function startTelemetry(opts: TelemetryOptions): Telemetry {
     tracer: trace.getTracer(serviceName),
     meter: prom.meter,
     metricsText,
-    async serveMetrics(port, host = "0.0.0.0") {
+    async serveMetrics(port, host = "0.0.0.0", routes = {}) {
       const server = createServer((req, res) => {
+        const route = req.method === "GET" ? routes[(req.url ?? "").split("?")[0] as string] : undefined;
+        if (route) {
+          const { status, body } = route();
+          res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+          return;
+        }
         if (req.method !== "GET" || !req.url?.startsWith("/metrics")) {
           res.writeHead(404).end("not found\n");
           return;

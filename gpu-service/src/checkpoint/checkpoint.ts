@@ -88,7 +88,14 @@ async function resolveShards(dir: string): Promise<{ files: string[]; weightMap:
  * @param opts.hashMemo JSON file remembering each safetensors file's digest by path, size, mtime and inode,
  *   so a restart does not reread the weights to compute `contentHash`; without it every load reads them all.
  */
-export async function loadCheckpoint(dir: string, opts: { hashMemo?: string } = {}): Promise<Checkpoint> {
+export async function loadCheckpoint(
+  dir: string,
+  opts: {
+    hashMemo?: string;
+    /** Validation progress: bytes of the safetensors files checked so far, of `total`. */
+    onProgress?: (done: number, total: number) => void;
+  } = {},
+): Promise<Checkpoint> {
   const configPath = join(dir, "config.json");
   const preprocessorPath = join(dir, "preprocessor_config.json");
   const config = await readJson(configPath, true);
@@ -128,11 +135,21 @@ export async function loadCheckpoint(dir: string, opts: { hashMemo?: string } = 
     }
 
     const hash = createHash("sha256");
+    let hashed = 0;
+    const sizes = await Promise.all(opened.map(async (o) => (await o.fh.stat()).size));
+    const totalBytes = sizes.reduce((a, b) => a + b, 0);
+    const onBytes = opts.onProgress
+      ? (n: number) => {
+          hashed += n;
+          opts.onProgress?.(hashed, totalBytes);
+        }
+      : undefined;
+    opts.onProgress?.(0, totalBytes);
     hash.update((config as { bytes: Buffer }).bytes);
     hash.update(preprocessor?.bytes ?? Buffer.alloc(0));
     for (const o of opened) {
       hash.update(o.file);
-      hash.update(await fileDigest(o.fh, o.header.path, opts.hashMemo));
+      hash.update(await fileDigest(o.fh, o.header.path, opts.hashMemo, onBytes));
     }
     const contentHash = hash.digest("hex");
     let closed = false;

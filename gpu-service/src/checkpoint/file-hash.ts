@@ -32,7 +32,7 @@ function readMemo(memoPath: string): Memo {
 }
 
 /** sha256 of every byte of the open file, streamed in chunks of at most 64 MiB. */
-export async function sha256OfFile(fh: FileHandle, path: string): Promise<string> {
+export async function sha256OfFile(fh: FileHandle, path: string, onBytes?: (n: number) => void): Promise<string> {
   const size = (await fh.stat()).size;
   const hash = createHash("sha256");
   const buf = new Uint8Array(Math.min(IO_CHUNK_BYTES, Math.max(1, size)));
@@ -41,6 +41,7 @@ export async function sha256OfFile(fh: FileHandle, path: string): Promise<string
     if (bytesRead === 0) throw new Error(`${path}: unexpected end of file at byte ${pos}`);
     hash.update(buf.subarray(0, bytesRead));
     pos += bytesRead;
+    onBytes?.(bytesRead);
   }
   return hash.digest("hex");
 }
@@ -48,15 +49,24 @@ export async function sha256OfFile(fh: FileHandle, path: string): Promise<string
 /**
  * sha256 of the file at `path` (open as `fh`); with `memoPath`, reuses the digest remembered for the same
  * real path, size, mtime and inode, and remembers a new one (best effort: a read-only cache only costs time).
+ * `onBytes` hears of each chunk hashed (a remembered file counts as hashed at once).
  */
-export async function fileDigest(fh: FileHandle, path: string, memoPath?: string): Promise<string> {
-  if (!memoPath) return sha256OfFile(fh, path);
+export async function fileDigest(
+  fh: FileHandle,
+  path: string,
+  memoPath?: string,
+  onBytes?: (n: number) => void,
+): Promise<string> {
+  if (!memoPath) return sha256OfFile(fh, path, onBytes);
   const st = statSync(path);
   const key = realpathSync(path);
   const memo = readMemo(memoPath);
   const hit = memo[key];
-  if (hit && hit.size === st.size && hit.mtimeMs === st.mtimeMs && hit.ino === st.ino) return hit.sha256;
-  const sha256 = await sha256OfFile(fh, path);
+  if (hit && hit.size === st.size && hit.mtimeMs === st.mtimeMs && hit.ino === st.ino) {
+    onBytes?.(st.size);
+    return hit.sha256;
+  }
+  const sha256 = await sha256OfFile(fh, path, onBytes);
   try {
     mkdirSync(dirname(memoPath), { recursive: true });
     // Re-read so entries another process added meanwhile are kept; rename makes the write atomic.
