@@ -20,7 +20,7 @@ import {
   TypeProtoSchema,
   type ValueInfoProto,
   ValueInfoProtoSchema,
-} from "onnx-buf";
+} from "@minicpmv/proto/onnx";
 
 /** Element types the builder emits. */
 export type DType = "float32" | "float16" | "int64" | "int32" | "uint8" | "bool";
