@@ -103,9 +103,49 @@ const validateBackendConfig = ajv.compile({
   },
 });
 
+/** monitoring.googleapis.com/v1 PodMonitoring (GKE Managed Prometheus): the fields we use, closed. */
+const validatePodMonitoring = ajv.compile({
+  type: "object",
+  required: ["apiVersion", "kind", "metadata", "spec"],
+  properties: {
+    apiVersion: { const: "monitoring.googleapis.com/v1" },
+    kind: { const: "PodMonitoring" },
+    metadata: { type: "object", required: ["name"], properties: { name: { type: "string" } } },
+    spec: {
+      type: "object",
+      additionalProperties: false,
+      required: ["selector", "endpoints"],
+      properties: {
+        selector: {
+          type: "object",
+          additionalProperties: false,
+          properties: { matchLabels: { type: "object", additionalProperties: { type: "string" } } },
+        },
+        endpoints: {
+          type: "array",
+          minItems: 1,
+          items: {
+            type: "object",
+            additionalProperties: false,
+            required: ["port"],
+            properties: {
+              port: { anyOf: [{ type: "string" }, { type: "integer" }] },
+              path: { type: "string", pattern: "^/" },
+              interval: { type: "string", pattern: "^[0-9]+(ms|s|m)$" },
+            },
+          },
+        },
+      },
+    },
+  },
+});
+
 async function validate(o: Obj): Promise<string | null> {
   if (o.apiVersion === "cloud.google.com/v1") {
     return validateBackendConfig(o) ? null : ajv.errorsText(validateBackendConfig.errors);
+  }
+  if (o.apiVersion === "monitoring.googleapis.com/v1") {
+    return validatePodMonitoring(o) ? null : ajv.errorsText(validatePodMonitoring.errors);
   }
   const path = `kubernetes-models/${o.apiVersion}/${o.kind}`;
   const mod = (await import(path)) as Record<string, new (data: unknown) => { validate(): void }>;
@@ -180,9 +220,13 @@ describe("helm chart infra/helm/minicpmv", () => {
       "NetworkPolicy/minicpmv-edge-ingress",
       "NetworkPolicy/minicpmv-gpu-service-ingress",
       "NetworkPolicy/minicpmv-preprocess-ingress",
+      "PersistentVolumeClaim/minicpmv-gpu-service-cache",
       "PodDisruptionBudget/minicpmv-edge",
       "PodDisruptionBudget/minicpmv-gpu-service",
       "PodDisruptionBudget/minicpmv-preprocess",
+      "PodMonitoring/minicpmv-edge",
+      "PodMonitoring/minicpmv-gpu-service",
+      "PodMonitoring/minicpmv-preprocess",
       "Secret/minicpmv-api-keys",
       "Service/minicpmv-edge",
       "Service/minicpmv-gpu-service-headless",
@@ -230,9 +274,78 @@ describe("helm chart infra/helm/minicpmv", () => {
     expect(c.livenessProbe.tcpSocket).toEqual({ port: "grpc" });
     expect(pod.terminationGracePeriodSeconds).toBe(180);
     expect(pod.tolerations).toEqual([{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }]);
-    expect(d.spec.strategy.rollingUpdate).toEqual({ maxSurge: 1, maxUnavailable: 0 });
+    // ReadWriteOnce cache volume: the old pod lets go of it first. GKE (ReadWriteMany): surge.
+    expect(d.spec.strategy.rollingUpdate).toEqual({ maxSurge: 0, maxUnavailable: 1 });
+    expect(find(gke, "Deployment", "minicpmv-gpu-service").spec.strategy.rollingUpdate).toEqual({
+      maxSurge: 1,
+      maxUnavailable: 0,
+    });
     expect(pod.securityContext.runAsNonRoot).toBe(true);
     expect(c.securityContext.readOnlyRootFilesystem).toBe(true);
+  });
+
+  it("runs the gpu-service on the GPU: CUDA, f16 weights, KV from a memory fraction, graph cache on a PVC", () => {
+    for (const objs of [defaults, gke]) {
+      const cm = find(objs, "ConfigMap", "minicpmv-gpu-service").data;
+      expect(cm).toMatchObject({
+        EXECUTION_PROVIDER: "cuda",
+        WEIGHTS: "f16",
+        KV_CACHE_MEMORY_FRACTION: "0.85",
+        CACHE_DIR: "/app/.cache",
+        HF_HOME: "/app/.cache/huggingface",
+      });
+      const pod = find(objs, "Deployment", "minicpmv-gpu-service").spec.template.spec;
+      expect(pod.containers[0].resources.limits["nvidia.com/gpu"]).toBe(1);
+      expect(pod.volumes.find((v: Obj) => v.name === "cache")).toEqual({
+        name: "cache",
+        persistentVolumeClaim: { claimName: "minicpmv-gpu-service-cache" },
+      });
+      expect(pod.containers[0].volumeMounts).toContainEqual({ name: "cache", mountPath: "/app/.cache" });
+    }
+    const pvc = find(defaults, "PersistentVolumeClaim", "minicpmv-gpu-service-cache");
+    expect(pvc.spec).toEqual({ accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "60Gi" } } });
+    expect(pvc.metadata.annotations).toEqual({ "helm.sh/resource-policy": "keep" });
+    expect(find(gke, "PersistentVolumeClaim", "minicpmv-gpu-service-cache").spec).toEqual({
+      accessModes: ["ReadWriteMany"],
+      storageClassName: "standard-rwx",
+      resources: { requests: { storage: "1Ti" } },
+    });
+    // Without the PVC: an emptyDir large enough for the 8B model's graphs.
+    const ephemeral = renderChart(chart, RELEASE, {
+      gpuService: { cache: { persistentVolumeClaim: { enabled: false } } },
+    });
+    expect(ephemeral.some((o) => o.object.kind === "PersistentVolumeClaim")).toBe(false);
+    const vol = find(ephemeral, "Deployment", "minicpmv-gpu-service").spec.template.spec.volumes;
+    expect(vol.find((v: Obj) => v.name === "cache")).toEqual({ name: "cache", emptyDir: { sizeLimit: "60Gi" } });
+  });
+
+  it("passes a Hugging Face model id to the gpu-service itself when no model directory is mounted", () => {
+    const objs = renderChart(chart, RELEASE, { model: { id: "openbmb/MiniCPM-V-2_6", hfHubOffline: true } });
+    expect(find(objs, "ConfigMap", "minicpmv-gpu-service").data).toMatchObject({
+      MODEL_ID: "openbmb/MiniCPM-V-2_6",
+      MODEL_REVISION: "main",
+      HF_HUB_OFFLINE: "true",
+    });
+    expect(find(defaults, "ConfigMap", "minicpmv-gpu-service").data.MODEL_ID).toBeUndefined();
+    // A mounted directory wins.
+    expect(find(gke, "ConfigMap", "minicpmv-gpu-service").data.MODEL_ID).toBeUndefined();
+  });
+
+  it("probes the edge's process for liveness and its backends for readiness", () => {
+    const c = find(defaults, "Deployment", "minicpmv-edge").spec.template.spec.containers[0];
+    expect(c.livenessProbe.httpGet).toEqual({ path: "/livez", port: "http" });
+    expect(c.readinessProbe.httpGet).toEqual({ path: "/readyz", port: "http" });
+  });
+
+  it("scrapes every pod with PodMonitoring and autoscales the gpu-service on vllm:num_requests_waiting", () => {
+    const pm = find(defaults, "PodMonitoring", "minicpmv-gpu-service");
+    expect(matches(pm.spec.selector.matchLabels, podLabels(defaults, "minicpmv-gpu-service"))).toBe(true);
+    const ports = find(defaults, "Deployment", "minicpmv-gpu-service").spec.template.spec.containers[0].ports;
+    expect(ports.map((p: Obj) => p.name)).toContain(pm.spec.endpoints[0].port);
+    const objs = renderChart(chart, RELEASE, { gpuService: { autoscaling: { enabled: true } } });
+    const hpa = find(objs, "HorizontalPodAutoscaler", "minicpmv-gpu-service");
+    expect(hpa.spec.metrics[0].pods.metric.name).toBe("prometheus.googleapis.com|vllm:num_requests_waiting|gauge");
+    expect(find(objs, "Deployment", "minicpmv-gpu-service").spec.replicas).toBeUndefined();
   });
 
   it("lets the edge discover gpu-service replicas through a headless Service", () => {

@@ -71,6 +71,11 @@ resource "google_container_cluster" "this" {
     gcs_fuse_csi_driver_config {
       enabled = true
     }
+
+    # The standard-rwx StorageClass: the gpu-service replicas' shared graph cache (ReadWriteMany).
+    gcp_filestore_csi_driver_config {
+      enabled = true
+    }
   }
 
   monitoring_config {
