@@ -44,8 +44,14 @@ export interface PreprocessConfig {
   readonly videoTimeoutMs: number;
   /** MAX_PROMPT_TOKENS: prompt token limit (0 = the model's max_position_embeddings; never above it). Default 0. */
   readonly maxPromptTokens: number;
-  /** FFMPEG_PATH: ffmpeg binary; else ffmpeg-static, else @ffmpeg-installer/ffmpeg. Default unset. */
+  /**
+   * FFMPEG_PATH: ffmpeg binary; else `ffmpeg` on PATH (the system's, e.g. Debian's in the container image),
+   * else ffmpeg-static, else @ffmpeg-installer/ffmpeg (old static builds: the fallback for a bare machine).
+   * Default unset. The binary and its version are logged at start.
+   */
   readonly ffmpegPath: string | undefined;
+  /** PATH: where the system ffmpeg is looked for. */
+  readonly searchPath: string | undefined;
   /** MEDIA_URL_ALLOW: comma-separated CIDRs, addresses or host names that URLs may reach although private. Default empty. */
   readonly mediaUrlAllow: readonly string[];
   /** MEDIA_FETCH_TIMEOUT_MS: timeout of one URL fetch. Default 15000. */
@@ -98,6 +104,7 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     videoTimeoutMs: intVar(env, "VIDEO_TIMEOUT_MS", 60_000, 1),
     maxPromptTokens: intVar(env, "MAX_PROMPT_TOKENS", 0, 0),
     ffmpegPath: env.FFMPEG_PATH || undefined,
+    searchPath: env.PATH,
     mediaUrlAllow: (env.MEDIA_URL_ALLOW ?? "")
       .split(",")
       .map((s) => s.trim())

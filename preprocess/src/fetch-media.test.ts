@@ -46,7 +46,7 @@ describe("media URL fetching", () => {
     const f = createMediaFetcher({ ...opts, allow: ["127.0.0.1"] });
     const big = await failure(f(`http://127.0.0.1:${port}/img`, "image.url", 100));
     expect([big.kind, big.message]).toEqual([
-      "resource_exhausted",
+      "invalid_argument",
       "image.url: the response has 5000 bytes, over the limit of 100",
     ]);
     const chunked = await failure(f(`http://127.0.0.1:${port}/chunked`, "image.url", 6000));

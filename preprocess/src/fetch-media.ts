@@ -9,7 +9,7 @@ import { lookup as dnsLookup, type LookupAddress } from "node:dns";
 import http from "node:http";
 import https from "node:https";
 import { BlockList, isIP, type LookupFunction } from "node:net";
-import { abortError, exhausted, invalid, PreprocessError } from "./errors";
+import { abortError, invalid, overLimit, PreprocessError } from "./errors";
 
 /** Settings of the fetcher. */
 export interface FetchMediaOptions {
@@ -99,7 +99,7 @@ function decodeDataUrl(url: string, field: string, maxBytes: number): Uint8Array
   const bytes = meta.endsWith(";base64")
     ? Buffer.from(body, "base64")
     : Buffer.from(decodeURIComponent(body), "latin1");
-  if (bytes.length > maxBytes) throw exhausted(`${field}: ${bytes.length} bytes is over the limit of ${maxBytes}`);
+  if (bytes.length > maxBytes) throw overLimit(`${field}: ${bytes.length} bytes is over the limit of ${maxBytes}`);
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
@@ -179,7 +179,7 @@ function failure(
   if (signal?.aborted) return abortError(signal);
   if (timeout.aborted)
     return new PreprocessError("deadline_exceeded", `${field}: fetch took longer than ${timeoutMs} ms`);
-  return invalid(`${field}: fetch failed (${(err as Error).message})`);
+  return new PreprocessError("invalid_argument", `${field}: the URL could not be fetched`, (err as Error).message);
 }
 
 function request(
@@ -212,7 +212,7 @@ async function readBody(
   const declared = Number(res.headers["content-length"]);
   if (Number.isFinite(declared) && declared > limit) {
     res.destroy();
-    throw exhausted(`${field}: the response has ${declared} bytes, over the limit of ${limit}`);
+    throw overLimit(`${field}: the response has ${declared} bytes, over the limit of ${limit}`);
   }
   const chunks: Buffer[] = [];
   let n = 0;
@@ -221,7 +221,7 @@ async function readBody(
       n += chunk.length;
       if (n > limit) {
         res.destroy();
-        throw exhausted(`${field}: the response is over the limit of ${limit} bytes`);
+        throw overLimit(`${field}: the response is over the limit of ${limit} bytes`);
       }
       chunks.push(chunk);
     }

@@ -16,7 +16,7 @@ import { loadModelDefaults } from "./model-defaults";
 import { createMediaRunner } from "./pool";
 import { registerPreprocessService } from "./service";
 import { buildTokenizerFiles, createTokenizer, loadTokenizer, type Tokenizer } from "./tokenizer";
-import { resolveFfmpegPath } from "./video/ffmpeg";
+import { ffmpegVersion, resolveFfmpegPath } from "./video/ffmpeg";
 
 const config = parseConfig();
 const log = pino({ level: config.logLevel, base: { service: "preprocess" }, mixin: traceLogFields });
@@ -37,11 +37,12 @@ async function main(): Promise<void> {
     log.warn({ modelDir: config.modelDir, missing: defaults.missing }, "using reference defaults");
   let ffmpeg: string | undefined;
   const ffmpegPath = () => {
-    ffmpeg ??= resolveFfmpegPath(config.ffmpegPath);
+    ffmpeg ??= resolveFfmpegPath(config.ffmpegPath, undefined, config.searchPath);
     return ffmpeg;
   };
   try {
-    log.info({ ffmpeg: ffmpegPath() }, "ffmpeg found");
+    const path = ffmpegPath();
+    log.info({ ffmpeg: path, version: ffmpegVersion(path) }, "ffmpeg found");
   } catch (err) {
     log.warn({ err: (err as Error).message }, "video input disabled until ffmpeg is available");
   }

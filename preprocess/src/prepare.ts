@@ -10,7 +10,7 @@
  */
 
 import { context, SpanStatusCode, type Tracer } from "@opentelemetry/api";
-import { abortError, exhausted, invalid, throwIfAborted } from "./errors";
+import { abortError, invalid, overLimit, throwIfAborted } from "./errors";
 import type { MediaFetcher } from "./fetch-media";
 import type { ImageLimits } from "./image/decode";
 import type { SlicedMedia } from "./media";
@@ -137,10 +137,10 @@ function validateMessages(messages: readonly ChatTurn[], limits: PrepareLimits):
     throw invalid(`messages[${firstAt}].role: the first non-system message must be from the user, got ${first.role}`);
   }
   if (images > limits.maxImagesPerRequest) {
-    throw exhausted(`the request has ${images} images, over the limit of ${limits.maxImagesPerRequest}`);
+    throw overLimit(`messages: the request has ${images} images, over the limit of ${limits.maxImagesPerRequest}`);
   }
   if (videos > limits.maxVideosPerRequest) {
-    throw exhausted(`the request has ${videos} videos, over the limit of ${limits.maxVideosPerRequest}`);
+    throw overLimit(`messages: the request has ${videos} videos, over the limit of ${limits.maxVideosPerRequest}`);
   }
 }
 
@@ -346,7 +346,7 @@ async function videoJob(
     if (source.frames.length === 0) throw invalid(`${field}.frames must not be empty`);
     const bytes = source.frames.reduce((n, f) => n + f.length, 0);
     if (bytes > limits.maxVideoBytes) {
-      throw exhausted(`${field}.frames: ${bytes} bytes is over the limit of ${limits.maxVideoBytes}`);
+      throw overLimit(`${field}.frames: ${bytes} bytes is over the limit of ${limits.maxVideoBytes}`);
     }
     const keep = uniformSubset(source.frames.length, opts.videoMaxFrames);
     const out = await Promise.all(
