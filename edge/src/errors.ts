@@ -110,6 +110,11 @@ export function isBackendFailure(err: unknown): boolean {
   return err instanceof EdgeError && (err.kind === "unavailable" || err.kind === "internal");
 }
 
+/** True for a call that failed in transport (UNAVAILABLE: no connection, reset, the server going away). */
+export function isTransportFailure(err: unknown): boolean {
+  return err instanceof EdgeError && err.kind === "unavailable";
+}
+
 // A backend's INVALID_ARGUMENT about length reads like "prompt has 9000 tokens, more than max_prompt_tokens 8192".
 const CONTEXT_RE = /context|too long|max_prompt_tokens|max_model_len|exceeds the model/i;
 

@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   const logger = pino({ level: config.logLevel, base: { service: "edge" }, mixin: traceLogFields });
   const preprocess = new GrpcPreprocessBackend(config.preprocessUrl, config.grpcMaxMessageBytes);
   // Replicas: IP entries as given; hostnames (a Kubernetes headless Service) re-resolved every poll interval.
-  const pool = new GpuPool([]);
+  const pool = new GpuPool([], {}, { ejectAfterFailures: config.gpuEjectAfterFailures });
   const discovery = new GpuDiscovery(
     pool,
     config.gpuServiceUrls,

@@ -23,6 +23,7 @@ import { chatRequestSchema } from "../schemas";
 import {
   account,
   checkModel,
+  checkSequences,
   contextCheck,
   prepareOnly,
   promptTokens,
@@ -87,6 +88,13 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
   const { req, plan } = await readChat(c, ctx);
   const model = await checkModel(req.model, ctx);
   setRequestModel(model);
+  const p = plan.params;
+  const sequences = checkSequences(
+    ctx,
+    Math.max(p.n, p.beamWidth),
+    p.beamWidth > p.n ? "best_of" : "n",
+    p.beamWidth > 1 ? `beam width ${p.beamWidth}` : `n=${p.n}`,
+  );
   return runGeneration(c, ctx, start, async (scope) => {
     const prompt = await scope.prepare({
       messages: plan.messages,
@@ -134,7 +142,7 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
         }
       }
     });
-  });
+  }, sequences);
 }
 
 /** Registers the chat routes. */

@@ -17,6 +17,7 @@ import { completionRequestSchema } from "../schemas";
 import {
   account,
   checkModel,
+  checkSequences,
   contextCheck,
   type GenerationScope,
   promptTokens,
@@ -96,6 +97,13 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
   const { req, plan } = await readRequest(c, ctx, schemaFor(ctx.config.maxN), planCompletion);
   const model = await checkModel(req.model, ctx);
   setRequestModel(model);
+  const prompts = plan.prompts.prompts.length;
+  const sequences = checkSequences(
+    ctx,
+    prompts * plan.params.n,
+    plan.params.n > 1 ? "n" : "prompt",
+    `${prompts} prompt(s) x n=${plan.params.n}`,
+  );
   return runGeneration(c, ctx, start, async (scope) => {
     const count = plan.prompts.prompts.length;
     const started = await Promise.all(Array.from({ length: count }, (_, k) => startPrompt(scope, ctx, plan, k)));
@@ -145,7 +153,7 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
       }
       if (plan.includeUsage && usage && finals === count) await send(chunks.usage(usageJson(usage)));
     });
-  });
+  }, sequences);
 }
 
 /** Registers POST /v1/completions. */

@@ -66,6 +66,23 @@ export async function readRequest<T, P>(
   }
 }
 
+/**
+ * Checks the sequences one request asks for (prompts x n, or the beam width) against MAX_SEQUENCES_PER_REQUEST;
+ * over it is a 400 naming `param` (a size limit: retrying cannot help).
+ */
+export function checkSequences(ctx: AppContext, sequences: number, param: string, what: string): number {
+  const max = ctx.config.maxSequencesPerRequest;
+  if (sequences > max) {
+    ctx.metrics.reject("validation");
+    throw new EdgeError(
+      "invalid_request",
+      `${param}: the request asks for ${sequences} sequences (${what}), over the limit of ${max} per request`,
+      { param, reason: "validation" },
+    );
+  }
+  return sequences;
+}
+
 /** The served model id; a request naming another model is a 404. */
 export async function checkModel(model: string | null | undefined, ctx: AppContext): Promise<string> {
   const served = await ctx.modelName();
@@ -202,16 +219,20 @@ export async function runGeneration(
   ctx: AppContext,
   start: number,
   run: (scope: GenerationScope) => Promise<Response>,
+  sequences = 1,
 ): Promise<Response> {
-  if (ctx.inflight.count >= ctx.config.maxConcurrentRequests) {
+  // A request costs what it generates: a batch of P prompts with n choices is P*n sequences, against the
+  // concurrency cap and the per-key request rate alike.
+  if (ctx.inflight.count > 0 && ctx.inflight.count + sequences > ctx.config.maxConcurrentRequests) {
     ctx.metrics.reject("concurrency");
     throw new EdgeError(
       "overloaded",
-      `the server is at its limit of ${ctx.config.maxConcurrentRequests} concurrent requests; retry later`,
+      `the server is at its limit of ${ctx.config.maxConcurrentRequests} concurrent sequences; retry later`,
       { retryAfterS: 1, reason: "concurrency" },
     );
   }
-  ctx.inflight.count++;
+  if (sequences > 1) ctx.limiter.chargeRequests(c.get("caller"), sequences - 1);
+  ctx.inflight.count += sequences;
   ctx.metrics.inFlight.add(1);
   const { ac, dispose } = requestSignal(c, ctx);
   const streams: AsyncGenerator<GenerateEvent>[] = [];
@@ -220,7 +241,7 @@ export async function runGeneration(
   const close = async () => {
     ac.abort();
     await Promise.all(streams.map((g) => g.return(undefined)));
-    ctx.inflight.count--;
+    ctx.inflight.count -= sequences;
     ctx.metrics.inFlight.add(-1);
     dispose();
   };
