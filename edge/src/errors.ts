@@ -118,17 +118,29 @@ export function isTransportFailure(err: unknown): boolean {
 // A backend's INVALID_ARGUMENT about length reads like "prompt has 9000 tokens, more than max_prompt_tokens 8192".
 const CONTEXT_RE = /context|too long|max_prompt_tokens|max_model_len|exceeds the model/i;
 
+/** Prepare option names (the contract's) -> the mm_processor_kwargs names clients send. */
+const OPTION_NAMES: Record<string, string> = {
+  max_slice_nums: "max_slice_nums",
+  use_image_id: "use_image_id",
+  video_fps: "fps",
+  video_max_frames: "max_frames",
+  video_max_slice_nums: "video_max_slice_nums",
+};
+
 /**
  * Backend messages name fields by the gRPC contract's path (`messages[0].parts[1].image.url`); clients sent
  * OpenAI's (`messages[0].content[1].image_url.url`). Content parts map one to one, so the path translates.
  */
 export function toOpenAiFieldPath(message: string): { message: string; param: string | undefined } {
-  const translated = message.replace(
-    /\bmessages\[(\d+)\]\.parts\[(\d+)\](?:\.(image|video|text)\b)?/g,
-    (_m, i: string, j: string, kind?: string) =>
-      `messages[${i}].content[${j}]${kind === "image" ? ".image_url" : kind === "video" ? ".video_url" : kind === "text" ? ".text" : ""}`,
-  );
-  const param = /^(messages\[\d+\]\.content\[\d+\][\w.]*)/.exec(translated)?.[1];
+  const translated = message
+    .replace(
+      /\bmessages\[(\d+)\]\.parts\[(\d+)\](?:\.(image|video|text)\b)?/g,
+      (_m, i: string, j: string, kind?: string) =>
+        `messages[${i}].content[${j}]${kind === "image" ? ".image_url" : kind === "video" ? ".video_url" : kind === "text" ? ".text" : ""}`,
+      // Prepare's options are the request's mm_processor_kwargs.
+    )
+    .replace(/\boptions\.(\w+)/g, (_m, name: string) => `mm_processor_kwargs.${OPTION_NAMES[name] ?? name}`);
+  const param = /^(messages\[\d+\]\.content\[\d+\][\w.]*|mm_processor_kwargs\.\w+|messages)\b/.exec(translated)?.[1];
   return { message: translated, param };
 }
 

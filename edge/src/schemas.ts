@@ -182,7 +182,8 @@ const promptField = z.unknown().transform((v, ctx): PromptBatch => {
   const first: unknown = v[0];
   if (typeof first === "number") {
     const bad = v.findIndex((x) => !isTokenId(x));
-    if (bad >= 0) return fail(`expected a token id (an integer in [0, ${UINT32_MAX}]), got ${JSON.stringify(v[bad])}`, [bad]);
+    if (bad >= 0)
+      return fail(`expected a token id (an integer in [0, ${UINT32_MAX}]), got ${JSON.stringify(v[bad])}`, [bad]);
     return { form: "ids", prompts: [v as number[]], batched: false };
   }
   if (v.length > MAX_COMPLETION_PROMPTS) {
@@ -200,7 +201,11 @@ const promptField = z.unknown().transform((v, ctx): PromptBatch => {
       if (!Array.isArray(ids)) return fail("expected a list of token ids, like the batch's first prompt", [k]);
       if (ids.length === 0) return fail("must not be empty", [k]);
       const bad = ids.findIndex((x) => !isTokenId(x));
-      if (bad >= 0) return fail(`expected a token id (an integer in [0, ${UINT32_MAX}]), got ${JSON.stringify(ids[bad])}`, [k, bad]);
+      if (bad >= 0)
+        return fail(`expected a token id (an integer in [0, ${UINT32_MAX}]), got ${JSON.stringify(ids[bad])}`, [
+          k,
+          bad,
+        ]);
     }
     return { form: "ids", prompts: v as number[][], batched: true };
   }

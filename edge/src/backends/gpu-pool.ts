@@ -159,7 +159,7 @@ export class GpuPool {
   private transportFailure(r: ReplicaState, reason: string): void {
     r.failures++;
     r.lastError = reason;
-    if (r.failures >= this.ejectAfter) this.setHealth(r, false, `${reason} (${r.failures} failures in a row)`);
+    if (r.failures >= this.ejectAfter) this.setHealth(r, false, reason);
   }
 
   private setHealth(r: ReplicaState, healthy: boolean, reason: string): void {
