@@ -45,6 +45,11 @@ export interface PreprocessConfig {
   /** MAX_PROMPT_TOKENS: prompt token limit (0 = the model's max_position_embeddings; never above it). Default 0. */
   readonly maxPromptTokens: number;
   /**
+   * MAX_PROMPT_CHARS: most characters of text per request, refused before tokenizing (0 = 10 x the prompt-token
+   * limit, e.g. 327,670 for a 32k context). Default 0.
+   */
+  readonly maxPromptChars: number;
+  /**
    * FFMPEG_PATH: ffmpeg binary; else `ffmpeg` on PATH (the system's, e.g. Debian's in the container image),
    * else ffmpeg-static, else @ffmpeg-installer/ffmpeg (old static builds: the fallback for a bare machine).
    * Default unset. The binary and its version are logged at start.
@@ -103,6 +108,7 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     maxVideoFps: numVar(env, "MAX_VIDEO_FPS", 4),
     videoTimeoutMs: intVar(env, "VIDEO_TIMEOUT_MS", 60_000, 1),
     maxPromptTokens: intVar(env, "MAX_PROMPT_TOKENS", 0, 0),
+    maxPromptChars: intVar(env, "MAX_PROMPT_CHARS", 0, 0),
     ffmpegPath: env.FFMPEG_PATH || undefined,
     searchPath: env.PATH,
     mediaUrlAllow: (env.MEDIA_URL_ALLOW ?? "")

@@ -15,11 +15,16 @@ import { createMediaFetcher } from "./fetch-media";
 import { loadModelDefaults } from "./model-defaults";
 import { createMediaRunner } from "./pool";
 import { registerPreprocessService } from "./service";
+import { type TokenizerSource, WorkerTextRunner } from "./text-runner";
 import { buildTokenizerFiles, createTokenizer, loadTokenizer, type Tokenizer } from "./tokenizer";
 import { ffmpegVersion, resolveFfmpegPath } from "./video/ffmpeg";
 
 const config = parseConfig();
 const log = pino({ level: config.logLevel, base: { service: "preprocess" }, mixin: traceLogFields });
+
+function tokenizerSource(modelDir: string): TokenizerSource {
+  return existsSync(join(modelDir, "tokenizer.json")) ? { modelDir } : { builtIn: true };
+}
 
 async function tokenizerFor(modelDir: string): Promise<Tokenizer> {
   if (existsSync(join(modelDir, "tokenizer.json"))) return await loadTokenizer(modelDir);
@@ -32,7 +37,13 @@ async function tokenizerFor(modelDir: string): Promise<Tokenizer> {
 
 async function main(): Promise<void> {
   const telemetry = startTelemetry({ serviceName: "preprocess" });
-  const [tokenizer, defaults] = await Promise.all([tokenizerFor(config.modelDir), loadModelDefaults(config.modelDir)]);
+  // The tokenizer source is fixed before either copy loads, so both read the same files.
+  const source = tokenizerSource(config.modelDir);
+  const [tokenizer, defaults, text] = await Promise.all([
+    tokenizerFor(config.modelDir),
+    loadModelDefaults(config.modelDir),
+    WorkerTextRunner.start(source),
+  ]);
   if (defaults.missing.length)
     log.warn({ modelDir: config.modelDir, missing: defaults.missing }, "using reference defaults");
   let ffmpeg: string | undefined;
@@ -49,6 +60,7 @@ async function main(): Promise<void> {
   const media = createMediaRunner(config.workers);
   const deps = {
     tokenizer,
+    text,
     media,
     defaults,
     ffmpegPath,
@@ -73,6 +85,7 @@ async function main(): Promise<void> {
       maxVideoFps: config.maxVideoFps,
       videoTimeoutMs: config.videoTimeoutMs,
       maxPromptTokens: config.maxPromptTokens,
+      maxPromptChars: config.maxPromptChars,
     },
   };
 
@@ -102,7 +115,7 @@ async function main(): Promise<void> {
     log.info({ signal }, "shutting down");
     health.setAll(ServingStatus.NOT_SERVING);
     await shutdown(server, config.shutdownGraceMs);
-    await Promise.allSettled([media.close(), metricsServer.close(), telemetry.shutdown()]);
+    await Promise.allSettled([media.close(), text.close(), metricsServer.close(), telemetry.shutdown()]);
     log.info("stopped");
     process.exit(0);
   };
