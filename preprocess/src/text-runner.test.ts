@@ -17,12 +17,16 @@ afterAll(async () => {
 function spyRunner(): TextRunner & { calls: string[] } {
   const inner = new InlineTextRunner(testTokenizer());
   const calls: string[] = [];
+  const seen = <T>(name: string, r: T): T => {
+    calls.push(name);
+    return r;
+  };
   return {
     calls,
-    build: (t, a) => (calls.push("build"), inner.build(t, a)),
-    encode: (t) => (calls.push("encode"), inner.encode(t)),
-    decode: (i) => (calls.push("decode"), inner.decode(i)),
-    countUpTo: (t, l, sp) => (calls.push("count"), inner.countUpTo(t, l, sp)),
+    build: (t, a) => seen("build", inner.build(t, a)),
+    encode: (t) => seen("encode", inner.encode(t)),
+    decode: (i) => seen("decode", inner.decode(i)),
+    countUpTo: (t, l, sp) => seen("count", inner.countUpTo(t, l, sp)),
     close: () => inner.close(),
   };
 }
@@ -94,7 +98,11 @@ describe("text over the limit is refused before it is tokenized", () => {
     let pieces = 0;
     const counting = new Proxy(tok, {
       get(t, k) {
-        if (k === "encodePlain") return (s: string) => (pieces++, t.encodePlain(s));
+        if (k === "encodePlain")
+          return (s: string) => {
+            pieces++;
+            return t.encodePlain(s);
+          };
         return Reflect.get(t, k);
       },
     }) as Tokenizer;
