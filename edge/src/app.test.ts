@@ -427,6 +427,32 @@ describe("validation", () => {
     expect(gpu0(s).calls).toHaveLength(0);
   });
 
+  it("accepts only application/json bodies (415), so no web page can post text/plain or a form cross-site", async () => {
+    const s = setup();
+    for (const [path, type] of [
+      ["/v1/chat/completions", "text/plain"],
+      ["/v1/chat/completions", "application/x-www-form-urlencoded"],
+      ["/v1/completions", "multipart/form-data; boundary=x"],
+      ["/tokenize", "text/plain;charset=UTF-8"],
+      ["/detokenize", ""],
+    ] as const) {
+      const res = await s.app.request(path, {
+        method: "POST",
+        headers: type ? { "content-type": type } : {},
+        body: JSON.stringify(hello),
+      });
+      expect([path, type, res.status]).toEqual([path, type, 415]);
+      expect(await errorOf(res)).toMatchObject({ type: "UnsupportedMediaTypeError", param: "content-type", code: 415 });
+    }
+    expect(s.pre.calls).toHaveLength(0);
+    const ok = await s.app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json; charset=utf-8" },
+      body: JSON.stringify(hello),
+    });
+    expect(ok.status).toBe(200);
+  });
+
   it("answers 404 in the OpenAI shape for unknown routes", async () => {
     const s = setup();
     const res = await s.app.request("/v1/embeddings", { method: "POST" });

@@ -58,6 +58,11 @@ export interface EdgeConfig {
   grpcMaxMessageBytes: number;
   /** `SHUTDOWN_GRACE_MS` (default 10000): on SIGTERM, how long in-flight requests may finish before being cancelled. */
   shutdownGraceMs: number;
+  /**
+   * `HTTP_KEEP_ALIVE_TIMEOUT_MS` (default 65000): how long an idle client connection is kept open; longer than
+   * clients and load balancers keep theirs, so the client always closes first.
+   */
+  keepAliveTimeoutMs: number;
   /** `LOG_LEVEL` (default "info"): pino log level. */
   logLevel: string;
 }
@@ -103,6 +108,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EdgeConfig {
     servedModelName: env.SERVED_MODEL_NAME ?? "",
     grpcMaxMessageBytes: int(env, "GRPC_MAX_MESSAGE_BYTES", 256 * 1024 * 1024, 4 * 1024 * 1024),
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0),
+    keepAliveTimeoutMs: int(env, "HTTP_KEEP_ALIVE_TIMEOUT_MS", 65_000, 1000),
     logLevel: env.LOG_LEVEL ?? "info",
   };
 }

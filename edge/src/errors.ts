@@ -12,6 +12,7 @@ export type ErrorKind =
   | "context_too_long" // 400: prompt (+ max_tokens) does not fit the model's context
   | "unauthorized" // 401: missing or wrong API key
   | "not_found" // 404: unknown model or route
+  | "unsupported_media_type" // 415: the body is not application/json
   | "rate_limited" // 429: a per-key rate limit is exhausted (Retry-After)
   | "overloaded" // 429: the concurrency cap is reached, or a backend is out of capacity (Retry-After)
   | "cancelled" // 499: the client went away
@@ -23,6 +24,7 @@ export type ErrorKind =
 /** Why a request was turned away, for the `edge_rejected_requests_total{reason}` metric. */
 export type RejectReason =
   | "validation"
+  | "content_type"
   | "body_too_large"
   | "auth"
   | "rate_limit_requests"
@@ -57,6 +59,7 @@ const STATUS: Record<ErrorKind, number> = {
   context_too_long: 400,
   unauthorized: 401,
   not_found: 404,
+  unsupported_media_type: 415,
   rate_limited: 429,
   overloaded: 429,
   cancelled: 499,
@@ -71,6 +74,7 @@ const TYPE: Record<ErrorKind, string> = {
   context_too_long: "BadRequestError",
   unauthorized: "AuthenticationError",
   not_found: "NotFoundError",
+  unsupported_media_type: "UnsupportedMediaTypeError",
   rate_limited: "RateLimitError",
   overloaded: "RateLimitError",
   cancelled: "ClientClosedRequest",

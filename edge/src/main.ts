@@ -55,6 +55,12 @@ async function main(): Promise<void> {
 
   // NOTE: without TLS/HTTP2 options @hono/node-server creates a plain node:http Server.
   const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }) as Server;
+  // NOTE: an idle keep-alive connection must be closed by the client, never by the server: when both time
+  // out near the same moment, a request the client sends on the socket the server is closing fails with
+  // "other side closed". So the server waits longer than clients and load balancers keep idle sockets
+  // (undici 4 s, nginx and cloud load balancers 60 s).
+  server.keepAliveTimeout = config.keepAliveTimeoutMs;
+  server.headersTimeout = config.keepAliveTimeoutMs + 1000;
   await new Promise<void>((resolve, reject) => {
     server.once("listening", resolve);
     server.once("error", reject);

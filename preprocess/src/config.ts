@@ -14,6 +14,11 @@ export interface PreprocessConfig {
   readonly port: number;
   /** PREPROCESS_METRICS_PORT: Prometheus `/metrics` port (0 picks a free one). Default 9461. */
   readonly metricsPort: number;
+  /**
+   * PREPROCESS_METRICS_HOST: interface the metrics server binds. Default 127.0.0.1 (the container image and
+   * the Helm chart set 0.0.0.0 for the cluster's scraper).
+   */
+  readonly metricsHost: string;
   /** MODEL_DIR: checkpoint directory (tokenizer and preprocessor configs). Default <repo>/.cache/checkpoints/tiny-a. */
   readonly modelDir: string;
   /** PREPROCESS_WORKERS: media worker threads (0 = inline). Default min(4, available cores), at least 1. */
@@ -93,6 +98,7 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     host: env.PREPROCESS_HOST || "127.0.0.1",
     port: intVar(env, "PREPROCESS_PORT", 50061, 0),
     metricsPort: intVar(env, "PREPROCESS_METRICS_PORT", 9461, 0),
+    metricsHost: env.PREPROCESS_METRICS_HOST || "127.0.0.1",
     modelDir: env.MODEL_DIR || `${REPO_ROOT}.cache/checkpoints/tiny-a`,
     workers: intVar(env, "PREPROCESS_WORKERS", Math.max(1, Math.min(4, availableParallelism())), 0),
     maxMessageBytes: intVar(env, "MAX_MESSAGE_BYTES", 256 * MiB, 4 * MiB),

@@ -94,7 +94,7 @@ async function main(): Promise<void> {
   health.register(server);
   registerPreprocessService(server, deps, log);
   const port = await listen(server, config.host, config.port);
-  const metricsServer = await telemetry.serveMetrics(config.metricsPort, config.host);
+  const metricsServer = await telemetry.serveMetrics(config.metricsPort, config.metricsHost);
   health.setAll(ServingStatus.SERVING);
   log.info(
     {
