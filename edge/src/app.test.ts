@@ -637,6 +637,26 @@ describe("SSE streaming", () => {
     expect(s.pool.replicas[0]?.failures).toBe(1);
   });
 
+  it("ends a stream that sends nothing for STREAM_STALL_TIMEOUT_MS with an error event and [DONE]", async () => {
+    const s = setup({ STREAM_STALL_TIMEOUT_MS: "200" });
+    gpu0(s).script = { hangAfterFirst: true };
+    const res = await post(s.app, { ...hello, stream: true });
+    expect(res.status).toBe(200);
+    const events = sseEvents(await res.text());
+    expect(events.slice(-2)).toEqual([
+      {
+        error: {
+          message: "no token for 200 ms (STREAM_STALL_TIMEOUT_MS): the stream was ended",
+          type: "GatewayTimeoutError",
+          param: null,
+          code: 504,
+        },
+      },
+      "[DONE]",
+    ]);
+    expect(gpu0(s).cancelled).toBe(1);
+  });
+
   it("cancels the gRPC call when the client disconnects mid-stream", async () => {
     const s = setup();
     gpu0(s).script = { hangAfterFirst: true };

@@ -56,8 +56,16 @@ export interface EdgeConfig {
   servedModelName: string;
   /** `GRPC_MAX_MESSAGE_BYTES` (default 268435456 = 256 MiB): largest gRPC message sent or received. */
   grpcMaxMessageBytes: number;
-  /** `SHUTDOWN_GRACE_MS` (default 10000): on SIGTERM, how long in-flight requests may finish before being cancelled. */
+  /**
+   * `SHUTDOWN_GRACE_MS` (default 10000): on SIGTERM the edge stops accepting connections at once, in-flight
+   * requests may finish for this long, and the rest end with an error event (503) and `[DONE]`.
+   */
   shutdownGraceMs: number;
+  /**
+   * `STREAM_STALL_TIMEOUT_MS` (default 300000; 0 = off): a stream that sends nothing for this long is ended
+   * with an error event (504) and `[DONE]`, and its generation cancelled.
+   */
+  streamStallTimeoutMs: number;
   /**
    * `HTTP_KEEP_ALIVE_TIMEOUT_MS` (default 65000): how long an idle client connection is kept open; longer than
    * clients and load balancers keep theirs, so the client always closes first.
@@ -108,6 +116,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EdgeConfig {
     servedModelName: env.SERVED_MODEL_NAME ?? "",
     grpcMaxMessageBytes: int(env, "GRPC_MAX_MESSAGE_BYTES", 256 * 1024 * 1024, 4 * 1024 * 1024),
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0),
+    streamStallTimeoutMs: int(env, "STREAM_STALL_TIMEOUT_MS", 300_000, 0),
     keepAliveTimeoutMs: int(env, "HTTP_KEEP_ALIVE_TIMEOUT_MS", 65_000, 1000),
     logLevel: env.LOG_LEVEL ?? "info",
   };

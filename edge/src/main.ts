@@ -82,14 +82,22 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal, grace_ms: config.shutdownGraceMs }, "shutting down");
+    logger.info({ signal, grace_ms: config.shutdownGraceMs }, "shutting down: no new connections, draining streams");
+    // 1. Stop accepting: the listening socket closes; idle keep-alive connections close as they fall idle.
+    const idle = setInterval(() => server.closeIdleConnections(), 100);
+    idle.unref();
+    let forced: NodeJS.Timeout | undefined;
+    // 2. In-flight streams get the grace period; then the rest are cancelled: each ends with an error event
+    //    and [DONE] (routes/generation.ts), and the connections are closed once those are written.
     const grace = setTimeout(() => {
-      logger.warn("grace period over: cancelling in-flight requests");
+      logger.warn("grace period over: ending in-flight requests with an error event");
       shutdown.abort();
-      server.closeAllConnections();
+      forced = setTimeout(() => server.closeAllConnections(), 2000);
     }, config.shutdownGraceMs);
     server.close(() => {
       clearTimeout(grace);
+      clearTimeout(forced);
+      clearInterval(idle);
       pool.stop();
       preprocess.close();
       discovery.close();
@@ -102,6 +110,7 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGHUP", () => stop("SIGHUP"));
 }
 
 main().catch((err: unknown) => {

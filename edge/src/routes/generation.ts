@@ -271,17 +271,36 @@ export async function runGeneration(
       handedOff = true;
       return streamSSE(c, async (sse) => {
         sse.onAbort(() => ac.abort());
-        const send: SendEvent = (obj) => sse.writeSSE({ data: JSON.stringify(obj) });
+        // A stream that sends nothing for STREAM_STALL_TIMEOUT_MS is ended (its gRPC call cancelled).
+        const stallMs = ctx.config.streamStallTimeoutMs;
+        let stalled = false;
+        let stallTimer: NodeJS.Timeout | undefined;
+        const arm = () => {
+          if (stallMs <= 0) return;
+          clearTimeout(stallTimer);
+          stallTimer = setTimeout(() => {
+            stalled = true;
+            ac.abort();
+          }, stallMs);
+        };
+        const send: SendEvent = async (obj) => {
+          await sse.writeSSE({ data: JSON.stringify(obj) });
+          arm();
+        };
+        arm();
         try {
           await write(send, () => sse.aborted);
+          // Cancelled by the server (shutdown, stall) while the client is still there: say so.
+          if (!sse.aborted && ac.signal.aborted) throw new EdgeError("cancelled", "the stream was ended early");
         } catch (err) {
           // The status is already 200: report the failure as a last event with the same body as an HTTP error.
           if (!sse.aborted) {
-            const e = httpError(err);
+            const e = httpError(endedEarly(ctx, stalled, stallMs) ?? err);
             ctx.logger?.warn({ request_id: rid, err: e.body.error.message }, "stream failed after it started");
-            await send(e.body);
+            await sse.writeSSE({ data: JSON.stringify(e.body) });
           }
         } finally {
+          clearTimeout(stallTimer);
           if (!sse.aborted) await sse.writeSSE({ data: "[DONE]" });
           await close();
         }
@@ -290,9 +309,22 @@ export async function runGeneration(
   };
   try {
     return await run(scope);
+  } catch (err) {
+    throw endedEarly(ctx, false, 0) ?? err;
   } finally {
     if (!handedOff) await close();
   }
+}
+
+/** Why the server ended a request before its end (shutdown, stall), or undefined when it did not. */
+function endedEarly(ctx: AppContext, stalled: boolean, stallMs: number): EdgeError | undefined {
+  if (stalled) {
+    return new EdgeError("timeout", `no token for ${stallMs} ms (STREAM_STALL_TIMEOUT_MS): the stream was ended`);
+  }
+  if (ctx.shutdownSignal?.aborted) {
+    return new EdgeError("unavailable", "the server is shutting down; retry the request", { retryAfterS: 1 });
+  }
+  return undefined;
 }
 
 /** The x-* headers of a non-streaming answer: token counts, and where the time went when known. */
