@@ -119,10 +119,29 @@ export async function prepareOnly(
   ctx: AppContext,
   input: Omit<PrepareInput, "requestId">,
 ): Promise<PreparedPrompt> {
+  // Prepare-only routes (render, tokenize) take a concurrency slot like generation: their media decoding and
+  // tokenizing cost the same.
+  takeSlots(ctx, 1);
   const { ac, dispose } = requestSignal(c, ctx);
   const requestId = c.get("requestId");
   const deadline = new Date(Date.now() + ctx.config.requestTimeoutMs);
-  return callPrepare(ctx, input, { signal: ac.signal, deadline, requestId }).finally(dispose);
+  return callPrepare(ctx, input, { signal: ac.signal, deadline, requestId }).finally(() => {
+    dispose();
+    ctx.inflight.count -= 1;
+  });
+}
+
+/** Takes `sequences` concurrency slots, or throws 429 (a lone request is always admitted). */
+function takeSlots(ctx: AppContext, sequences: number): void {
+  if (ctx.inflight.count > 0 && ctx.inflight.count + sequences > ctx.config.maxConcurrentRequests) {
+    ctx.metrics.reject("concurrency");
+    throw new EdgeError(
+      "overloaded",
+      `the server is at its limit of ${ctx.config.maxConcurrentRequests} concurrent sequences; retry later`,
+      { retryAfterS: 1, reason: "concurrency" },
+    );
+  }
+  ctx.inflight.count += sequences;
 }
 
 /** Prepare with the call's request id and the context's prompt-token limit. */
@@ -223,16 +242,8 @@ export async function runGeneration(
 ): Promise<Response> {
   // A request costs what it generates: a batch of P prompts with n choices is P*n sequences, against the
   // concurrency cap and the per-key request rate alike.
-  if (ctx.inflight.count > 0 && ctx.inflight.count + sequences > ctx.config.maxConcurrentRequests) {
-    ctx.metrics.reject("concurrency");
-    throw new EdgeError(
-      "overloaded",
-      `the server is at its limit of ${ctx.config.maxConcurrentRequests} concurrent sequences; retry later`,
-      { retryAfterS: 1, reason: "concurrency" },
-    );
-  }
+  takeSlots(ctx, sequences);
   if (sequences > 1) ctx.limiter.chargeRequests(c.get("caller"), sequences - 1);
-  ctx.inflight.count += sequences;
   ctx.metrics.inFlight.add(1);
   const { ac, dispose } = requestSignal(c, ctx);
   const streams: AsyncGenerator<GenerateEvent>[] = [];
