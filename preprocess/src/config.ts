@@ -43,6 +43,12 @@ export interface PreprocessConfig {
   readonly maxVideoDurationSec: number;
   /** MAX_VIDEO_FRAMES: most frames sampled per video (and largest video_max_frames). Default 64. */
   readonly maxVideoFrames: number;
+  /**
+   * MAX_VIDEO_FRAME_PIXELS: largest video frame (width*height), checked from the stream header before any
+   * frame is decoded; separate from MAX_IMAGE_PIXELS since every sampled frame is decoded. Default 8,294,400
+   * (3840x2160).
+   */
+  readonly maxVideoFramePixels: number;
   /** MAX_VIDEO_FPS: largest video_fps a request may ask for. Default 4. */
   readonly maxVideoFps: number;
   /** VIDEO_TIMEOUT_MS: ffmpeg is killed after this long (per pass). Default 60000. */
@@ -112,6 +118,7 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     maxVideoDurationSec: numVar(env, "MAX_VIDEO_DURATION_S", 600),
     maxVideoFrames: intVar(env, "MAX_VIDEO_FRAMES", 64, 1),
     maxVideoFps: numVar(env, "MAX_VIDEO_FPS", 4),
+    maxVideoFramePixels: intVar(env, "MAX_VIDEO_FRAME_PIXELS", 3840 * 2160, 1),
     videoTimeoutMs: intVar(env, "VIDEO_TIMEOUT_MS", 60_000, 1),
     maxPromptTokens: intVar(env, "MAX_PROMPT_TOKENS", 0, 0),
     maxPromptChars: intVar(env, "MAX_PROMPT_CHARS", 0, 0),

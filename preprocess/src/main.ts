@@ -83,6 +83,7 @@ async function main(): Promise<void> {
       maxVideoDurationSec: config.maxVideoDurationSec,
       maxVideoFrames: config.maxVideoFrames,
       maxVideoFps: config.maxVideoFps,
+      maxVideoFramePixels: config.maxVideoFramePixels,
       videoTimeoutMs: config.videoTimeoutMs,
       maxPromptTokens: config.maxPromptTokens,
       maxPromptChars: config.maxPromptChars,

@@ -48,6 +48,8 @@ export interface PrepareLimits {
   readonly maxVideoFrames: number;
   /** Largest `video_fps` a request may ask for. */
   readonly maxVideoFps: number;
+  /** Largest video frame (width*height), separate from still images; unset: the image limit. */
+  readonly maxVideoFramePixels?: number;
   /** Kills ffmpeg after this long (per pass). */
   readonly videoTimeoutMs: number;
   /** Prompt token limit (never above the model's context length). */
@@ -261,7 +263,10 @@ async function checkTextLength(
     special,
   );
   if (n > opts.maxPromptTokens) {
-    throw invalid(`prompt has more than ${opts.maxPromptTokens} tokens, over the limit of ${opts.maxPromptTokens}`);
+    const field = special ? "raw_prompt" : "messages";
+    throw invalid(
+      `${field}: prompt has more than ${opts.maxPromptTokens} tokens, over the limit of ${opts.maxPromptTokens}`,
+    );
   }
 }
 
@@ -449,7 +454,7 @@ async function videoJob(
       maxFrames: opts.videoMaxFrames,
       maxBytes: limits.maxVideoBytes,
       maxDurationSec: limits.maxVideoDurationSec,
-      maxFramePixels: limits.image.maxPixels,
+      maxFramePixels: limits.maxVideoFramePixels ?? limits.image.maxPixels,
       timeoutMs: limits.videoTimeoutMs,
       signal,
       field,

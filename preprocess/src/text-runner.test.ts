@@ -115,6 +115,6 @@ describe("text over the limit is refused before it is tokenized", () => {
         testDeps({ text: new InlineTextRunner(counting) }),
       ),
     );
-    expect(e.message).toBe("prompt has more than 1000 tokens, over the limit of 1000");
+    expect(e.message).toBe("messages: prompt has more than 1000 tokens, over the limit of 1000");
   });
 });
