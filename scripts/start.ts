@@ -1,6 +1,12 @@
 /**
  * `npm start`: runs preprocess, gpu-service and edge as three processes on localhost, waits until
- * all three are healthy, prints the URL, and on Ctrl-C (SIGINT) or SIGTERM stops all three.
+ * all three are healthy, prints the URL, and supervises them:
+ *
+ * - SIGINT (Ctrl-C), SIGTERM and SIGHUP, or the parent (npm) going away, stop the stack in order: the edge
+ *   first (it stops accepting, lets streams finish for SHUTDOWN_GRACE_MS, ends the rest with an error event),
+ *   then the backends.
+ * - A service that exits on its own is restarted with exponential backoff (1 s doubling to 30 s; the count
+ *   resets once it has stayed up for a minute); meanwhile the edge's /health reports the gap (503).
  *
  *   start.ts ──spawn──> preprocess  (gRPC :PREPROCESS_PORT)
  *            ──spawn──> gpu-service (gRPC :GPU_SERVICE_PORT, metrics :GPU_METRICS_PORT)
@@ -28,7 +34,23 @@ const ports = {
   edge: Number(env.PORT ?? 8080),
 };
 const startTimeoutMs = Number(env.START_TIMEOUT_MS ?? 600_000);
-const children: { name: string; proc: ChildProcess }[] = [];
+/** Edge SHUTDOWN_GRACE_MS (and the SIGKILL timer above it). */
+const graceMs = Number(env.SHUTDOWN_GRACE_MS ?? 10_000);
+/** Restart backoff: first delay, cap, and how long a service must stay up for the count to reset. */
+const BACKOFF_FIRST_MS = 1000;
+const BACKOFF_MAX_MS = 30_000;
+const BACKOFF_RESET_MS = 60_000;
+
+interface Service {
+  name: string;
+  entry: string;
+  env: Record<string, string>;
+  proc: ChildProcess;
+  startedAt: number;
+  restarts: number;
+  restartTimer?: NodeJS.Timeout;
+}
+const children: Service[] = [];
 let stopping = false;
 /** Stops a download in progress; `stop()` waits for it to wind down (files closed, lock released). */
 const downloadAbort = new AbortController();
@@ -38,18 +60,52 @@ function log(msg: string, extra: Record<string, unknown> = {}): void {
   console.log(JSON.stringify({ time: new Date().toISOString(), service: "start", msg, ...extra }));
 }
 
-function run(name: string, entry: string, childEnv: Record<string, string>): void {
-  const proc = spawn(process.execPath, ["--import", "tsx", join(root, entry)], {
+function spawnService(svc: Omit<Service, "proc" | "startedAt">): ChildProcess {
+  const proc = spawn(process.execPath, ["--import", "tsx", join(root, svc.entry)], {
     cwd: root,
-    env: { ...env, ...childEnv },
+    env: { ...env, ...svc.env },
     stdio: ["ignore", "inherit", "inherit"],
   });
-  children.push({ name, proc });
-  proc.on("exit", (code, signal) => {
-    if (!stopping) {
-      log("a service exited unexpectedly; stopping the stack", { service_name: name, code, signal });
-      void stop(1);
-    }
+  proc.on("exit", (code, signal) => onExit(svc.name, proc, code, signal));
+  return proc;
+}
+
+function run(name: string, entry: string, childEnv: Record<string, string>): void {
+  const svc = { name, entry, env: childEnv, restarts: 0 };
+  children.push({ ...svc, proc: spawnService(svc), startedAt: Date.now() });
+}
+
+/** A service exited: unless the stack is stopping, restart it after a backoff. */
+function onExit(name: string, proc: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+  const svc = children.find((c) => c.name === name);
+  if (stopping || !svc || svc.proc !== proc) return;
+  if (Date.now() - svc.startedAt > BACKOFF_RESET_MS) svc.restarts = 0;
+  const delayMs = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** svc.restarts);
+  svc.restarts++;
+  log("a service exited unexpectedly; restarting it", {
+    service_name: name,
+    code,
+    signal,
+    restart: svc.restarts,
+    delay_ms: delayMs,
+  });
+  svc.restartTimer = setTimeout(() => {
+    if (stopping) return;
+    svc.proc = spawnService(svc);
+    svc.startedAt = Date.now();
+    log("restarted", { service_name: name, pid: svc.proc.pid });
+  }, delayMs);
+}
+
+function terminate(proc: ChildProcess, killAfterMs: number): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => proc.kill("SIGKILL"), killAfterMs);
+    proc.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    proc.kill("SIGTERM");
   });
 }
 
@@ -58,20 +114,11 @@ async function stop(exitCode: number): Promise<void> {
   stopping = true;
   downloadAbort.abort();
   await preparing.catch(() => {});
-  const alive = children.filter((c) => c.proc.exitCode === null && c.proc.signalCode === null);
-  await Promise.all(
-    alive.map(
-      ({ proc }) =>
-        new Promise<void>((resolve) => {
-          const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
-          proc.once("exit", () => {
-            clearTimeout(timer);
-            resolve();
-          });
-          proc.kill("SIGTERM");
-        }),
-    ),
-  );
+  for (const c of children) clearTimeout(c.restartTimer);
+  // The edge first: it drains its streams while the backends still serve them; then the backends.
+  const edge = children.filter((c) => c.name === "edge");
+  await Promise.all(edge.map((c) => terminate(c.proc, graceMs + 15_000)));
+  await Promise.all(children.filter((c) => c.name !== "edge").map((c) => terminate(c.proc, 15_000)));
   log("stopped", { exit_code: exitCode });
   process.exit(exitCode);
 }
@@ -111,8 +158,17 @@ async function waitHttp(url: string, deadline: number): Promise<void> {
 const downloads = new ProgressReporter({ logger: { info: (obj, msg) => log(msg, obj) } });
 
 async function main(): Promise<void> {
-  process.on("SIGINT", () => void stop(0));
-  process.on("SIGTERM", () => void stop(0));
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => void stop(0));
+  // NOTE: npm may exit on SIGTERM without passing it on (its shell does not forward it); this process then
+  // becomes an orphan. Its parent changing is the same request to stop.
+  const parent = process.ppid;
+  const watch = setInterval(() => {
+    if (process.ppid !== parent) {
+      log("the parent process went away; stopping the stack");
+      void stop(0);
+    }
+  }, 1000);
+  watch.unref();
   const resolving = resolveModelDir(env, {
     signal: downloadAbort.signal,
     onProgress: (p) => {

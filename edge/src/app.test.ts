@@ -337,6 +337,22 @@ describe("validation", () => {
       /not supported/,
     ],
     ["echo in chat", { ...hello, echo: true }, "echo", /not supported/],
+    // Every integer is bounded by its wire type (a value that cannot serialize must never reach gRPC).
+    ["priority 1e15", { ...hello, priority: 1e15 }, "priority", /<=2147483647/],
+    ["priority -1e15", { ...hello, priority: -1e15 }, "priority", />=-2147483648/],
+    ["top_k 3e9", { ...hello, top_k: 3e9 }, "top_k", /<=2147483647/],
+    ["max_tokens 5e9", { ...hello, max_tokens: 5e9 }, "max_tokens", /<=4294967295/],
+    ["max_completion_tokens 5e9", { ...hello, max_completion_tokens: 5e9 }, "max_completion_tokens", /<=4294967295/],
+    ["min_tokens 5e9", { ...hello, min_tokens: 5e9 }, "min_tokens", /<=4294967295/],
+    ["a stop token id past 2^32", { ...hello, stop_token_ids: [1, 5e9] }, "stop_token_ids[1]", /<=4294967295/],
+    ["65 stop token ids", { ...hello, stop_token_ids: Array(65).fill(1) }, "stop_token_ids", /<=64/],
+    [
+      "1025 logit_bias entries",
+      { ...hello, logit_bias: Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [String(i), 1])) },
+      "logit_bias",
+      /at most 1024 entries/,
+    ],
+    ["n times beams over the sequence cap", { ...hello, n: 8, use_beam_search: true, best_of: 40 }, "best_of", /<=8/],
   ];
   for (const [name, body, param, message] of cases) {
     it(`rejects ${name} with 400 naming ${param}`, async () => {
@@ -409,6 +425,32 @@ describe("validation", () => {
       "This model's maximum context length is 4096 tokens. However, you requested 4097 tokens (7 in the messages, 4090 in the completion). Please reduce the length of the messages or completion.",
     );
     expect(gpu0(s).calls).toHaveLength(0);
+  });
+
+  it("accepts only application/json bodies (415), so no web page can post text/plain or a form cross-site", async () => {
+    const s = setup();
+    for (const [path, type] of [
+      ["/v1/chat/completions", "text/plain"],
+      ["/v1/chat/completions", "application/x-www-form-urlencoded"],
+      ["/v1/completions", "multipart/form-data; boundary=x"],
+      ["/tokenize", "text/plain;charset=UTF-8"],
+      ["/detokenize", ""],
+    ] as const) {
+      const res = await s.app.request(path, {
+        method: "POST",
+        headers: type ? { "content-type": type } : {},
+        body: JSON.stringify(hello),
+      });
+      expect([path, type, res.status]).toEqual([path, type, 415]);
+      expect(await errorOf(res)).toMatchObject({ type: "UnsupportedMediaTypeError", param: "content-type", code: 415 });
+    }
+    expect(s.pre.calls).toHaveLength(0);
+    const ok = await s.app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json; charset=utf-8" },
+      body: JSON.stringify(hello),
+    });
+    expect(ok.status).toBe(200);
   });
 
   it("answers 404 in the OpenAI shape for unknown routes", async () => {
@@ -589,9 +631,30 @@ describe("SSE streaming", () => {
       "[DONE]",
     ]);
     expect((events[1] as { choices: { delta: unknown }[] }).choices[0]?.delta).toEqual({ content: "w0 " });
-    // Not retried after the first token; the replica is marked unhealthy.
+    // Not retried after the first token; one transport failure alone does not eject the replica.
     expect((s.gpus[1] as FakeGpu).calls).toHaveLength(0);
-    expect(s.pool.replicas[0]?.healthy).toBe(false);
+    expect(s.pool.replicas[0]?.healthy).toBe(true);
+    expect(s.pool.replicas[0]?.failures).toBe(1);
+  });
+
+  it("ends a stream that sends nothing for STREAM_STALL_TIMEOUT_MS with an error event and [DONE]", async () => {
+    const s = setup({ STREAM_STALL_TIMEOUT_MS: "200" });
+    gpu0(s).script = { hangAfterFirst: true };
+    const res = await post(s.app, { ...hello, stream: true });
+    expect(res.status).toBe(200);
+    const events = sseEvents(await res.text());
+    expect(events.slice(-2)).toEqual([
+      {
+        error: {
+          message: "no token for 200 ms (STREAM_STALL_TIMEOUT_MS): the stream was ended",
+          type: "GatewayTimeoutError",
+          param: null,
+          code: 504,
+        },
+      },
+      "[DONE]",
+    ]);
+    expect(gpu0(s).cancelled).toBe(1);
   });
 
   it("cancels the gRPC call when the client disconnects mid-stream", async () => {
@@ -669,7 +732,7 @@ describe("auth, rate limits, concurrency, CORS", () => {
     const second = await post(s.app, hello);
     expect(second.status).toBe(429);
     expect(second.headers.get("retry-after")).toBe("1");
-    expect((await errorOf(second)).message).toMatch(/limit of 1 concurrent requests/);
+    expect((await errorOf(second)).message).toMatch(/limit of 1 concurrent sequences/);
     await reader.cancel();
     gpu0(s).script = {};
     await expect.poll(async () => (await post(s.app, hello)).status).toBe(200);
@@ -705,7 +768,7 @@ describe("several gpu-service replicas", () => {
   });
 
   it("retries on another replica when one fails before the first token, and marks it unhealthy until healthy again", async () => {
-    const s = setup({}, 2);
+    const s = setup({ GPU_EJECT_AFTER_FAILURES: "1" }, 2);
     const [a, b] = s.gpus as [FakeGpu, FakeGpu];
     b.info_.queueDepth = 1;
     await s.pool.poll();
@@ -727,7 +790,7 @@ describe("several gpu-service replicas", () => {
   });
 
   it("answers 503 when every replica fails before the first token", async () => {
-    const s = setup({}, 2);
+    const s = setup({ GPU_EJECT_AFTER_FAILURES: "1" }, 2);
     for (const g of s.gpus)
       g.script = { failBeforeFirst: backendError(`gpu-service ${g.address}`, "UNAVAILABLE", "down") };
     const res = await post(s.app, hello);
@@ -736,6 +799,46 @@ describe("several gpu-service replicas", () => {
     const again = await post(s.app, hello);
     expect(again.status).toBe(503);
     expect((await errorOf(again)).message).toMatch(/no healthy gpu-service backend/);
+  });
+
+  it("ejects a replica only after consecutive transport failures; one good poll takes it back", async () => {
+    const s = setup({}, 1);
+    const a = gpu0(s);
+    a.up = false;
+    await s.pool.poll();
+    await s.pool.poll();
+    expect(s.pool.replicas[0]?.healthy).toBe(true);
+    a.up = true;
+    await s.pool.poll(); // the count starts again
+    a.up = false;
+    await s.pool.poll();
+    await s.pool.poll();
+    expect(s.pool.replicas[0]?.healthy).toBe(true);
+    await s.pool.poll();
+    expect(s.pool.replicas[0]?.healthy).toBe(false);
+    expect((await post(s.app, hello)).status).toBe(503);
+    a.up = true;
+    await s.pool.poll();
+    expect(s.pool.replicas[0]?.healthy).toBe(true);
+  });
+
+  it("never changes a replica's health for a client's error, however often it happens", async () => {
+    const s = setup({}, 1);
+    for (const [code, status] of [
+      ["INVALID_ARGUMENT", 400],
+      ["INTERNAL", 500], // e.g. a request message that does not serialize
+      ["FAILED_PRECONDITION", 400],
+      ["OUT_OF_RANGE", 400],
+    ] as const) {
+      for (let i = 0; i < 4; i++) {
+        gpu0(s).script = { failBeforeFirst: backendError("gpu-service gpu-0", code, "about this request") };
+        expect((await post(s.app, hello)).status).toBe(status);
+      }
+    }
+    expect(s.pool.replicas[0]?.healthy).toBe(true);
+    expect(s.pool.replicas[0]?.failures).toBe(0);
+    gpu0(s).script = {};
+    expect((await post(s.app, hello)).status).toBe(200);
   });
 
   it("does not retry a request the backend rejected as invalid", async () => {
@@ -750,7 +853,7 @@ describe("several gpu-service replicas", () => {
 
 describe("GET /health, /v1/models, /metrics, POST render", () => {
   it("is healthy only when preprocess and a gpu-service replica are", async () => {
-    const s = setup({}, 2);
+    const s = setup({ GPU_EJECT_AFTER_FAILURES: "1" }, 2);
     const ok = await s.app.request("/health");
     expect(ok.status).toBe(200);
     expect(await ok.json()).toEqual({

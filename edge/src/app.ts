@@ -169,7 +169,31 @@ export function createApp(deps: AppDeps): Hono<EdgeEnv> {
       });
     },
   });
+  // NOTE: only JSON bodies. A browser sends text/plain and form bodies cross-site without a preflight, so
+  // parsing them as JSON would let any web page call an open API from its visitors' browsers.
+  const jsonOnly: MiddlewareHandler<EdgeEnv> = async (c, next) => {
+    if (c.req.method === "POST") {
+      const type = (c.req.header("content-type") ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
+      if (type !== "application/json") {
+        metrics.reject("content_type");
+        throw new EdgeError(
+          "unsupported_media_type",
+          `content-type must be application/json, got ${type ? JSON.stringify(type.slice(0, 100)) : "none"}`,
+          { param: "content-type", reason: "content_type" },
+        );
+      }
+    }
+    await next();
+  };
   for (const path of ["/v1/*", "/tokenize", "/detokenize"]) app.use(path, guard, limitBody);
+  for (const path of [
+    "/v1/chat/completions",
+    "/v1/chat/completions/render",
+    "/v1/completions",
+    "/tokenize",
+    "/detokenize",
+  ])
+    app.use(path, jsonOnly);
 
   registerChatRoutes(app, ctx);
   registerCompletionRoutes(app, ctx);

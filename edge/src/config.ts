@@ -31,8 +31,20 @@ export interface EdgeConfig {
   rateLimitRpm: number;
   /** `RATE_LIMIT_TPM` (default 0 = off): prompt + completion tokens per minute per API key. */
   rateLimitTpm: number;
-  /** `MAX_CONCURRENT_REQUESTS` (default 256): chat requests in flight at once; more are answered 429. */
+  /**
+   * `MAX_CONCURRENT_REQUESTS` (default 256): sequences being generated at once over all requests (a request
+   * counts prompts x n, or its beam width); a request that would pass it is answered 429 (a lone request is
+   * always admitted, MAX_SEQUENCES_PER_REQUEST bounds it).
+   */
   maxConcurrentRequests: number;
+  /**
+   * `MAX_SEQUENCES_PER_REQUEST` (default 32): most sequences one request may ask for (completions: prompts x n;
+   * chat: n, or the beam width); more is a 400 naming `n` (or `prompt`). Each sequence also counts as one
+   * request against RATE_LIMIT_RPM.
+   */
+  maxSequencesPerRequest: number;
+  /** `GPU_EJECT_AFTER_FAILURES` (default 3): consecutive transport failures (polls, calls) that eject a replica. */
+  gpuEjectAfterFailures: number;
   /** `CORS_ORIGINS` (default empty = no CORS headers): comma-separated allowed origins, or "*". */
   corsOrigins: string[];
   /** `MAX_BODY_BYTES` (default 67108864 = 64 MiB): largest request body; base64 media counts. */
@@ -51,8 +63,21 @@ export interface EdgeConfig {
   servedModelName: string;
   /** `GRPC_MAX_MESSAGE_BYTES` (default 268435456 = 256 MiB): largest gRPC message sent or received. */
   grpcMaxMessageBytes: number;
-  /** `SHUTDOWN_GRACE_MS` (default 10000): on SIGTERM, how long in-flight requests may finish before being cancelled. */
+  /**
+   * `SHUTDOWN_GRACE_MS` (default 10000): on SIGTERM the edge stops accepting connections at once, in-flight
+   * requests may finish for this long, and the rest end with an error event (503) and `[DONE]`.
+   */
   shutdownGraceMs: number;
+  /**
+   * `STREAM_STALL_TIMEOUT_MS` (default 300000; 0 = off): a stream that sends nothing for this long is ended
+   * with an error event (504) and `[DONE]`, and its generation cancelled.
+   */
+  streamStallTimeoutMs: number;
+  /**
+   * `HTTP_KEEP_ALIVE_TIMEOUT_MS` (default 65000): how long an idle client connection is kept open; longer than
+   * clients and load balancers keep theirs, so the client always closes first.
+   */
+  keepAliveTimeoutMs: number;
   /** `LOG_LEVEL` (default "info"): pino log level. */
   logLevel: string;
 }
@@ -97,6 +122,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EdgeConfig {
     rateLimitRpm: int(env, "RATE_LIMIT_RPM", 0, 0),
     rateLimitTpm: int(env, "RATE_LIMIT_TPM", 0, 0),
     maxConcurrentRequests: int(env, "MAX_CONCURRENT_REQUESTS", 256, 1),
+    maxSequencesPerRequest: int(env, "MAX_SEQUENCES_PER_REQUEST", 32, 1),
+    gpuEjectAfterFailures: int(env, "GPU_EJECT_AFTER_FAILURES", 3, 1),
     corsOrigins: list(env, "CORS_ORIGINS", ""),
     maxBodyBytes: int(env, "MAX_BODY_BYTES", 64 * 1024 * 1024, 1024),
     maxImagesPerRequest: int(env, "MAX_IMAGES_PER_REQUEST", 16, 0),
@@ -107,6 +134,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EdgeConfig {
     servedModelName: env.SERVED_MODEL_NAME ?? "",
     grpcMaxMessageBytes: int(env, "GRPC_MAX_MESSAGE_BYTES", 256 * 1024 * 1024, 4 * 1024 * 1024),
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0),
+    streamStallTimeoutMs: int(env, "STREAM_STALL_TIMEOUT_MS", 300_000, 0),
+    keepAliveTimeoutMs: int(env, "HTTP_KEEP_ALIVE_TIMEOUT_MS", 65_000, 1000),
     logLevel: env.LOG_LEVEL ?? "info",
   };
 }

@@ -12,6 +12,7 @@ export type ErrorKind =
   | "context_too_long" // 400: prompt (+ max_tokens) does not fit the model's context
   | "unauthorized" // 401: missing or wrong API key
   | "not_found" // 404: unknown model or route
+  | "unsupported_media_type" // 415: the body is not application/json
   | "rate_limited" // 429: a per-key rate limit is exhausted (Retry-After)
   | "overloaded" // 429: the concurrency cap is reached, or a backend is out of capacity (Retry-After)
   | "cancelled" // 499: the client went away
@@ -23,6 +24,7 @@ export type ErrorKind =
 /** Why a request was turned away, for the `edge_rejected_requests_total{reason}` metric. */
 export type RejectReason =
   | "validation"
+  | "content_type"
   | "body_too_large"
   | "auth"
   | "rate_limit_requests"
@@ -57,6 +59,7 @@ const STATUS: Record<ErrorKind, number> = {
   context_too_long: 400,
   unauthorized: 401,
   not_found: 404,
+  unsupported_media_type: 415,
   rate_limited: 429,
   overloaded: 429,
   cancelled: 499,
@@ -71,6 +74,7 @@ const TYPE: Record<ErrorKind, string> = {
   context_too_long: "BadRequestError",
   unauthorized: "AuthenticationError",
   not_found: "NotFoundError",
+  unsupported_media_type: "UnsupportedMediaTypeError",
   rate_limited: "RateLimitError",
   overloaded: "RateLimitError",
   cancelled: "ClientClosedRequest",
@@ -110,20 +114,37 @@ export function isBackendFailure(err: unknown): boolean {
   return err instanceof EdgeError && (err.kind === "unavailable" || err.kind === "internal");
 }
 
+/** True for a call that failed in transport (UNAVAILABLE: no connection, reset, the server going away). */
+export function isTransportFailure(err: unknown): boolean {
+  return err instanceof EdgeError && err.kind === "unavailable";
+}
+
 // A backend's INVALID_ARGUMENT about length reads like "prompt has 9000 tokens, more than max_prompt_tokens 8192".
 const CONTEXT_RE = /context|too long|max_prompt_tokens|max_model_len|exceeds the model/i;
+
+/** Prepare option names (the contract's) -> the mm_processor_kwargs names clients send. */
+const OPTION_NAMES: Record<string, string> = {
+  max_slice_nums: "max_slice_nums",
+  use_image_id: "use_image_id",
+  video_fps: "fps",
+  video_max_frames: "max_frames",
+  video_max_slice_nums: "video_max_slice_nums",
+};
 
 /**
  * Backend messages name fields by the gRPC contract's path (`messages[0].parts[1].image.url`); clients sent
  * OpenAI's (`messages[0].content[1].image_url.url`). Content parts map one to one, so the path translates.
  */
 export function toOpenAiFieldPath(message: string): { message: string; param: string | undefined } {
-  const translated = message.replace(
-    /\bmessages\[(\d+)\]\.parts\[(\d+)\](?:\.(image|video|text)\b)?/g,
-    (_m, i: string, j: string, kind?: string) =>
-      `messages[${i}].content[${j}]${kind === "image" ? ".image_url" : kind === "video" ? ".video_url" : kind === "text" ? ".text" : ""}`,
-  );
-  const param = /^(messages\[\d+\]\.content\[\d+\][\w.]*)/.exec(translated)?.[1];
+  const translated = message
+    .replace(
+      /\bmessages\[(\d+)\]\.parts\[(\d+)\](?:\.(image|video|text)\b)?/g,
+      (_m, i: string, j: string, kind?: string) =>
+        `messages[${i}].content[${j}]${kind === "image" ? ".image_url" : kind === "video" ? ".video_url" : kind === "text" ? ".text" : ""}`,
+      // Prepare's options are the request's mm_processor_kwargs.
+    )
+    .replace(/\boptions\.(\w+)/g, (_m, name: string) => `mm_processor_kwargs.${OPTION_NAMES[name] ?? name}`);
+  const param = /^(messages\[\d+\]\.content\[\d+\][\w.]*|mm_processor_kwargs\.\w+|messages)\b/.exec(translated)?.[1];
   return { message: translated, param };
 }
 

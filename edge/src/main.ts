@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   const logger = pino({ level: config.logLevel, base: { service: "edge" }, mixin: traceLogFields });
   const preprocess = new GrpcPreprocessBackend(config.preprocessUrl, config.grpcMaxMessageBytes);
   // Replicas: IP entries as given; hostnames (a Kubernetes headless Service) re-resolved every poll interval.
-  const pool = new GpuPool([]);
+  const pool = new GpuPool([], {}, { ejectAfterFailures: config.gpuEjectAfterFailures });
   const discovery = new GpuDiscovery(
     pool,
     config.gpuServiceUrls,
@@ -55,6 +55,12 @@ async function main(): Promise<void> {
 
   // NOTE: without TLS/HTTP2 options @hono/node-server creates a plain node:http Server.
   const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }) as Server;
+  // NOTE: an idle keep-alive connection must be closed by the client, never by the server: when both time
+  // out near the same moment, a request the client sends on the socket the server is closing fails with
+  // "other side closed". So the server waits longer than clients and load balancers keep idle sockets
+  // (undici 4 s, nginx and cloud load balancers 60 s).
+  server.keepAliveTimeout = config.keepAliveTimeoutMs;
+  server.headersTimeout = config.keepAliveTimeoutMs + 1000;
   await new Promise<void>((resolve, reject) => {
     server.once("listening", resolve);
     server.once("error", reject);
@@ -76,14 +82,22 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal, grace_ms: config.shutdownGraceMs }, "shutting down");
+    logger.info({ signal, grace_ms: config.shutdownGraceMs }, "shutting down: no new connections, draining streams");
+    // 1. Stop accepting: the listening socket closes; idle keep-alive connections close as they fall idle.
+    const idle = setInterval(() => server.closeIdleConnections(), 100);
+    idle.unref();
+    let forced: NodeJS.Timeout | undefined;
+    // 2. In-flight streams get the grace period; then the rest are cancelled: each ends with an error event
+    //    and [DONE] (routes/generation.ts), and the connections are closed once those are written.
     const grace = setTimeout(() => {
-      logger.warn("grace period over: cancelling in-flight requests");
+      logger.warn("grace period over: ending in-flight requests with an error event");
       shutdown.abort();
-      server.closeAllConnections();
+      forced = setTimeout(() => server.closeAllConnections(), 2000);
     }, config.shutdownGraceMs);
     server.close(() => {
       clearTimeout(grace);
+      clearTimeout(forced);
+      clearInterval(idle);
       pool.stop();
       preprocess.close();
       discovery.close();
@@ -96,6 +110,7 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGHUP", () => stop("SIGHUP"));
 }
 
 main().catch((err: unknown) => {

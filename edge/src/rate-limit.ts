@@ -76,6 +76,14 @@ export class RateLimiter {
     return { ok: true };
   }
 
+  /**
+   * Charges `count` more requests to `id` (the extra sequences of a batched or n>1 request); the bucket may go
+   * into deficit, which turns the caller's next requests away until it refills.
+   */
+  chargeRequests(id: string, count: number): void {
+    if (this.rpm > 0 && count > 0) this.bucket(id).requests -= count;
+  }
+
   /** Charges `tokens` used by a finished request of `id`. */
   charge(id: string, tokens: number): void {
     if (this.tpm > 0 && tokens > 0) this.bucket(id).tokens -= tokens;

@@ -10,6 +10,23 @@ export interface SchemaLimits {
   maxN: number;
 }
 
+/**
+ * Wire ranges: every integer is bounded by the protobuf type it travels as, so that no value a client sends
+ * can fail serialization between the services (a 500 then, and a replica wrongly thought broken).
+ */
+export const UINT32_MAX = 4_294_967_295;
+export const INT32_MIN = -2_147_483_648;
+export const INT32_MAX = 2_147_483_647;
+/** Most stop_token_ids one request may carry. */
+export const MAX_STOP_TOKEN_IDS = 64;
+/** Most logit_bias entries one request may carry (the gpu-service's own limit). */
+export const MAX_LOGIT_BIAS = 1024;
+
+/** A token id as the wire carries it (uint32); the vocabulary is checked by the services. */
+export const tokenId = () => z.int().min(0).max(UINT32_MAX);
+/** A count carried as uint32 (max_tokens, min_tokens). */
+const count32 = (min: number) => z.int().min(min).max(UINT32_MAX);
+
 const mediaUrl = z.union([z.string().min(1), z.object({ url: z.string().min(1), detail: z.string().nullish() })]);
 
 const textPart = z.object({ type: z.literal("text"), text: z.string() });
@@ -60,26 +77,32 @@ const onlyValue = (value: boolean, what: string) =>
 function samplingFields(limits: SchemaLimits) {
   return {
     model: z.string().nullish(),
-    max_tokens: z.int().min(1).nullish(),
+    max_tokens: count32(1).nullish(),
     temperature: z.number().min(0).max(2).nullish(),
     top_p: z.number().gt(0).max(1).nullish(),
     presence_penalty: z.number().min(-2).max(2).nullish(),
     frequency_penalty: z.number().min(-2).max(2).nullish(),
+    // Any safe integer: it is wrapped into the wire's uint64 like a C cast.
     seed: z.int().nullish(),
     n: z.int().min(1).max(limits.maxN).nullish(),
     stop: z.union([z.string(), z.array(z.string()).max(16)]).nullish(),
-    logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullish(),
+    logit_bias: z
+      .record(z.string(), z.number().min(-100).max(100))
+      .refine((b) => Object.keys(b).length <= MAX_LOGIT_BIAS, {
+        message: `at most ${MAX_LOGIT_BIAS} entries are allowed`,
+      })
+      .nullish(),
     stream: z.boolean().nullish(),
     user: z.string().nullish(),
     best_of: z.int().min(1).max(limits.maxN).nullish(),
     // vLLM extras
-    top_k: z.int().min(-1).nullish(),
+    top_k: z.int().min(-1).max(INT32_MAX).nullish(),
     min_p: probability.nullish(),
     repetition_penalty: z.number().gt(0).max(2).nullish(),
-    stop_token_ids: z.array(z.int().min(0)).nullish(),
+    stop_token_ids: z.array(tokenId()).max(MAX_STOP_TOKEN_IDS).nullish(),
     ignore_eos: z.boolean().nullish(),
-    min_tokens: z.int().min(0).nullish(),
-    priority: z.int().nullish(),
+    min_tokens: count32(0).nullish(),
+    priority: z.int().min(INT32_MIN).max(INT32_MAX).nullish(),
     // vLLM extras that are not implemented: a 400 naming them beats an answer that silently ignores them.
     guided_json: refused("guided decoding (guided_json)"),
     guided_regex: refused("guided decoding (guided_regex)"),
@@ -98,7 +121,7 @@ export function chatRequestSchema(limits: SchemaLimits) {
   return z.object({
     ...samplingFields(limits),
     messages: z.array(message).min(1),
-    max_completion_tokens: z.int().min(1).nullish(),
+    max_completion_tokens: count32(1).nullish(),
     logprobs: z.boolean().nullish(),
     top_logprobs: z.int().min(0).max(20).nullish(),
     response_format: z.object({ type: z.enum(["text", "json_object", "json_schema"]) }).nullish(),
@@ -141,7 +164,7 @@ export type PromptBatch = ({ form: "text"; prompts: string[] } | { form: "ids"; 
 };
 
 const PROMPT_FORMS = "a string, a list of strings, a list of token ids, or a list of token-id lists";
-const isTokenId = (x: unknown): x is number => Number.isInteger(x) && (x as number) >= 0;
+const isTokenId = (x: unknown): x is number => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= UINT32_MAX;
 
 /**
  * `prompt` of a completions request (string | string[] | number[] | number[][]) as a batch; errors name the
@@ -159,7 +182,8 @@ const promptField = z.unknown().transform((v, ctx): PromptBatch => {
   const first: unknown = v[0];
   if (typeof first === "number") {
     const bad = v.findIndex((x) => !isTokenId(x));
-    if (bad >= 0) return fail(`expected a token id (an integer >= 0), got ${JSON.stringify(v[bad])}`, [bad]);
+    if (bad >= 0)
+      return fail(`expected a token id (an integer in [0, ${UINT32_MAX}]), got ${JSON.stringify(v[bad])}`, [bad]);
     return { form: "ids", prompts: [v as number[]], batched: false };
   }
   if (v.length > MAX_COMPLETION_PROMPTS) {
@@ -177,7 +201,11 @@ const promptField = z.unknown().transform((v, ctx): PromptBatch => {
       if (!Array.isArray(ids)) return fail("expected a list of token ids, like the batch's first prompt", [k]);
       if (ids.length === 0) return fail("must not be empty", [k]);
       const bad = ids.findIndex((x) => !isTokenId(x));
-      if (bad >= 0) return fail(`expected a token id (an integer >= 0), got ${JSON.stringify(ids[bad])}`, [k, bad]);
+      if (bad >= 0)
+        return fail(`expected a token id (an integer in [0, ${UINT32_MAX}]), got ${JSON.stringify(ids[bad])}`, [
+          k,
+          bad,
+        ]);
     }
     return { form: "ids", prompts: v as number[][], batched: true };
   }

@@ -12,7 +12,10 @@ export interface GpuServiceConfig {
   port: number;
   /** `GPU_METRICS_PORT` (default 9462): Prometheus `/metrics` HTTP port (0 picks a free one). */
   metricsPort: number;
-  /** `GPU_METRICS_HOST` (default "0.0.0.0"): interface the metrics server binds. */
+  /**
+   * `GPU_METRICS_HOST` (default "127.0.0.1"): interface the metrics server binds; loopback unless asked (the
+   * container image and the Helm chart set 0.0.0.0 for the cluster's scraper).
+   */
   metricsHost: string;
   /**
    * `MODEL_DIR` (default empty): checkpoint directory. When empty: MODEL_ID's snapshot in the Hugging Face hub
@@ -120,7 +123,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): GpuServiceConf
     host: env.GPU_SERVICE_HOST ?? "127.0.0.1",
     port: int(env, "GPU_SERVICE_PORT", 50062, 0),
     metricsPort: int(env, "GPU_METRICS_PORT", 9462, 0),
-    metricsHost: env.GPU_METRICS_HOST ?? "0.0.0.0",
+    metricsHost: env.GPU_METRICS_HOST || "127.0.0.1",
     modelDir: env.MODEL_DIR ?? "",
     modelId: env.MODEL_ID ?? "",
     modelRevision: env.MODEL_REVISION || "main",

@@ -270,7 +270,9 @@ export function generationService(
     },
     async info() {
       const i = engine.info;
-      const s = await engine.stats().catch(() => undefined);
+      // NOTE: answered from what this thread already holds; waiting on the engine's thread would make a busy
+      // replica look dead to the edge's poll.
+      const s = engine.snapshot ? engine.snapshot() : await engine.stats().catch(() => undefined);
       return {
         modelName,
         contextLength: i.contextLength,

@@ -7,6 +7,7 @@
  *        ▲                 ── {abort, id} ─────> Engine.abort
  *        └── EventStream <─ {event, id, ev} ──── emit
  *   WorkerEngine.stats    ── {stats, n} ───────> Engine.stats ─ {stats, n, stats}
+ *   WorkerEngine.snapshot <─ {stats, n: -1} ──── every STATS_PUSH_MS between steps (Info never waits on a step)
  *
  * Slice pixels travel as transferred ArrayBuffers (copied once out of the gRPC message first: a view's
  * buffer may be the whole received message, which must not be detached).
@@ -34,6 +35,9 @@ export interface WorkerOptions {
 /** How often the worker sends buffered step records (one message per batch, not per step). */
 const STEP_FLUSH_MS = 100;
 
+/** How often the worker pushes its stats unasked (the main thread's snapshot for Info). */
+const STATS_PUSH_MS = 100;
+
 type ToWorker =
   | { type: "add"; req: EngineRequest }
   | { type: "abort"; id: string }
@@ -41,7 +45,7 @@ type ToWorker =
   | { type: "close" };
 
 type FromWorker =
-  | { type: "ready"; info: EngineModelInfo }
+  | { type: "ready"; info: EngineModelInfo; stats: EngineStats }
   | { type: "progress"; u: ProgressUpdate }
   | { type: "start_failed"; message: string }
   | { type: "event"; id: string; ev: EngineEvent }
@@ -73,11 +77,14 @@ export class WorkerEngine implements EngineHandle {
   private statsN = 0;
   private closed: Promise<void> | undefined;
   private dead = false;
+  private last: EngineStats;
 
   private constructor(
     private readonly worker: Worker,
     readonly info: EngineModelInfo,
+    first: EngineStats,
   ) {
+    this.last = first;
     worker.on("message", (m: FromWorker) => this.onMessage(m));
     worker.on("error", (err) => this.fatal(err));
     worker.on("exit", (code) => {
@@ -88,10 +95,10 @@ export class WorkerEngine implements EngineHandle {
   /** Starts the worker, loads the model (reporting its phases to `onProgress`) and resolves when the engine is ready. */
   static async start(opts: WorkerOptions, onProgress?: (u: ProgressUpdate) => void): Promise<WorkerEngine> {
     const worker = new Worker(bootstrap(import.meta.url), { eval: true, workerData: { [MARK]: true, opts } });
-    const info = await new Promise<EngineModelInfo>((resolve, reject) => {
+    const ready = await new Promise<{ info: EngineModelInfo; stats: EngineStats }>((resolve, reject) => {
       const onMsg = (m: FromWorker) => {
         if (m.type === "progress") return onProgress?.(m.u);
-        if (m.type === "ready") resolve(m.info);
+        if (m.type === "ready") resolve(m);
         else if (m.type === "start_failed") reject(new Error(m.message));
         else return;
         worker.off("message", onMsg);
@@ -103,7 +110,7 @@ export class WorkerEngine implements EngineHandle {
       await worker.terminate();
       throw err;
     });
-    return new WorkerEngine(worker, info);
+    return new WorkerEngine(worker, ready.info, ready.stats);
   }
 
   generate(req: EngineRequest, signal?: AbortSignal): AsyncIterable<EngineEvent> {
@@ -142,6 +149,10 @@ export class WorkerEngine implements EngineHandle {
     });
   }
 
+  snapshot(): EngineStats | undefined {
+    return this.dead || this.closed ? undefined : this.last;
+  }
+
   close(): Promise<void> {
     this.closed ??= (async () => {
       const done = new Promise<void>((resolve) => {
@@ -174,6 +185,7 @@ export class WorkerEngine implements EngineHandle {
       s.push(m.ev);
       if (m.ev.type === "final" || m.ev.type === "error") this.streams.delete(m.id);
     } else if (m.type === "stats") {
+      this.last = m.stats;
       this.statsWaiters.get(m.n)?.(m.stats);
       this.statsWaiters.delete(m.n);
     } else if (m.type === "steps") {
@@ -234,6 +246,7 @@ async function workerMain(opts: WorkerOptions): Promise<void> {
     } else if (m.type === "abort") aborts.get(m.id)?.abort();
     else if (m.type === "stats") send({ type: "stats", n: m.n, stats: local.engine.stats() });
     else if (m.type === "close") {
+      clearInterval(push);
       void local.close().then(() => {
         flushSteps();
         send({ type: "closed" });
@@ -241,7 +254,10 @@ async function workerMain(opts: WorkerOptions): Promise<void> {
       });
     }
   });
-  send({ type: "ready", info: local.info });
+  // Runs between steps only; the main thread keeps the last one it got while a step runs.
+  const push = setInterval(() => send({ type: "stats", n: -1, stats: local.engine.stats() }), STATS_PUSH_MS);
+  push.unref();
+  send({ type: "ready", info: local.info, stats: local.engine.stats() });
 }
 
 if (!isMainThread && (workerData as Record<string, unknown> | null)?.[MARK]) {

@@ -14,6 +14,11 @@ export interface PreprocessConfig {
   readonly port: number;
   /** PREPROCESS_METRICS_PORT: Prometheus `/metrics` port (0 picks a free one). Default 9461. */
   readonly metricsPort: number;
+  /**
+   * PREPROCESS_METRICS_HOST: interface the metrics server binds. Default 127.0.0.1 (the container image and
+   * the Helm chart set 0.0.0.0 for the cluster's scraper).
+   */
+  readonly metricsHost: string;
   /** MODEL_DIR: checkpoint directory (tokenizer and preprocessor configs). Default <repo>/.cache/checkpoints/tiny-a. */
   readonly modelDir: string;
   /** PREPROCESS_WORKERS: media worker threads (0 = inline). Default min(4, available cores), at least 1. */
@@ -38,14 +43,31 @@ export interface PreprocessConfig {
   readonly maxVideoDurationSec: number;
   /** MAX_VIDEO_FRAMES: most frames sampled per video (and largest video_max_frames). Default 64. */
   readonly maxVideoFrames: number;
+  /**
+   * MAX_VIDEO_FRAME_PIXELS: largest video frame (width*height), checked from the stream header before any
+   * frame is decoded; separate from MAX_IMAGE_PIXELS since every sampled frame is decoded. Default 8,294,400
+   * (3840x2160).
+   */
+  readonly maxVideoFramePixels: number;
   /** MAX_VIDEO_FPS: largest video_fps a request may ask for. Default 4. */
   readonly maxVideoFps: number;
   /** VIDEO_TIMEOUT_MS: ffmpeg is killed after this long (per pass). Default 60000. */
   readonly videoTimeoutMs: number;
   /** MAX_PROMPT_TOKENS: prompt token limit (0 = the model's max_position_embeddings; never above it). Default 0. */
   readonly maxPromptTokens: number;
-  /** FFMPEG_PATH: ffmpeg binary; else ffmpeg-static, else @ffmpeg-installer/ffmpeg. Default unset. */
+  /**
+   * MAX_PROMPT_CHARS: most characters of text per request, refused before tokenizing (0 = 10 x the prompt-token
+   * limit, e.g. 327,670 for a 32k context). Default 0.
+   */
+  readonly maxPromptChars: number;
+  /**
+   * FFMPEG_PATH: ffmpeg binary; else `ffmpeg` on PATH (the system's, e.g. Debian's in the container image),
+   * else ffmpeg-static, else @ffmpeg-installer/ffmpeg (old static builds: the fallback for a bare machine).
+   * Default unset. The binary and its version are logged at start.
+   */
   readonly ffmpegPath: string | undefined;
+  /** PATH: where the system ffmpeg is looked for. */
+  readonly searchPath: string | undefined;
   /** MEDIA_URL_ALLOW: comma-separated CIDRs, addresses or host names that URLs may reach although private. Default empty. */
   readonly mediaUrlAllow: readonly string[];
   /** MEDIA_FETCH_TIMEOUT_MS: timeout of one URL fetch. Default 15000. */
@@ -82,6 +104,7 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     host: env.PREPROCESS_HOST || "127.0.0.1",
     port: intVar(env, "PREPROCESS_PORT", 50061, 0),
     metricsPort: intVar(env, "PREPROCESS_METRICS_PORT", 9461, 0),
+    metricsHost: env.PREPROCESS_METRICS_HOST || "127.0.0.1",
     modelDir: env.MODEL_DIR || `${REPO_ROOT}.cache/checkpoints/tiny-a`,
     workers: intVar(env, "PREPROCESS_WORKERS", Math.max(1, Math.min(4, availableParallelism())), 0),
     maxMessageBytes: intVar(env, "MAX_MESSAGE_BYTES", 256 * MiB, 4 * MiB),
@@ -95,9 +118,12 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     maxVideoDurationSec: numVar(env, "MAX_VIDEO_DURATION_S", 600),
     maxVideoFrames: intVar(env, "MAX_VIDEO_FRAMES", 64, 1),
     maxVideoFps: numVar(env, "MAX_VIDEO_FPS", 4),
+    maxVideoFramePixels: intVar(env, "MAX_VIDEO_FRAME_PIXELS", 3840 * 2160, 1),
     videoTimeoutMs: intVar(env, "VIDEO_TIMEOUT_MS", 60_000, 1),
     maxPromptTokens: intVar(env, "MAX_PROMPT_TOKENS", 0, 0),
+    maxPromptChars: intVar(env, "MAX_PROMPT_CHARS", 0, 0),
     ffmpegPath: env.FFMPEG_PATH || undefined,
+    searchPath: env.PATH,
     mediaUrlAllow: (env.MEDIA_URL_ALLOW ?? "")
       .split(",")
       .map((s) => s.trim())

@@ -5,9 +5,12 @@
 
 /** What went wrong, from the caller's point of view. */
 export type PreprocessErrorKind =
-  /** Bad input: malformed request, corrupt or unsupported media, a prompt over the context limit. */
+  /**
+   * Bad input: malformed request, corrupt or unsupported media, a prompt over the context limit, and every
+   * configured size or count limit (bytes, pixels, images, frames, video duration): retrying cannot help.
+   */
   | "invalid_argument"
-  /** A configured size limit: bytes, pixels, images, frames, video duration. */
+  /** Capacity: the service is busy right now (its media queue is full); a retry later may succeed. */
   | "resource_exhausted"
   /** The caller cancelled. */
   | "cancelled"
@@ -24,6 +27,8 @@ export class PreprocessError extends Error {
   constructor(
     readonly kind: PreprocessErrorKind,
     message: string,
+    /** What only the log may see (a tool's stderr, a path); never sent to the caller. */
+    readonly detail?: string,
   ) {
     super(message);
   }
@@ -31,6 +36,9 @@ export class PreprocessError extends Error {
 
 /** Shorthands. */
 export const invalid = (message: string) => new PreprocessError("invalid_argument", message);
+/** A configured size or count limit: the request can never pass it, so it is bad input (400), not a 429. */
+export const overLimit = (message: string) => new PreprocessError("invalid_argument", message);
+/** The service is at capacity; the caller may retry. */
 export const exhausted = (message: string) => new PreprocessError("resource_exhausted", message);
 
 /** The PreprocessError for an aborted signal (its reason decides cancelled vs deadline). */

@@ -46,7 +46,7 @@ describe("media URL fetching", () => {
     const f = createMediaFetcher({ ...opts, allow: ["127.0.0.1"] });
     const big = await failure(f(`http://127.0.0.1:${port}/img`, "image.url", 100));
     expect([big.kind, big.message]).toEqual([
-      "resource_exhausted",
+      "invalid_argument",
       "image.url: the response has 5000 bytes, over the limit of 100",
     ]);
     const chunked = await failure(f(`http://127.0.0.1:${port}/chunked`, "image.url", 6000));
@@ -69,8 +69,30 @@ describe("media URL fetching", () => {
       "100.64.0.1",
     ];
     const v6 = ["::1", "::", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"];
-    for (const a of [...nonPublic, ...v6]) expect([a, isNonPublicAddress(a)]).toEqual([a, true]);
-    for (const a of ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"]) {
+    // IPv4 carried in IPv6 reaches the IPv4 address; site-local fec0::/10 and Teredo are not public.
+    const embedded = [
+      "::ffff:7f00:1", // mapped, hex form
+      "::ffff:0:a9fe:a9fe", // SIIT-translated 169.254.169.254
+      "::127.0.0.1", // IPv4-compatible
+      "::a00:1",
+      "64:ff9b::127.0.0.1", // NAT64
+      "64:ff9b::a9fe:a9fe",
+      "64:ff9b:1::1", // local-use NAT64
+      "2002:7f00:1::1", // 6to4 of 127.0.0.1
+      "2002:c0a8:101::", // 6to4 of 192.168.1.1
+      "fec0::1",
+      "feff::1",
+      "2001:0:4136:e378::1", // Teredo
+    ];
+    for (const a of [...nonPublic, ...v6, ...embedded]) expect([a, isNonPublicAddress(a)]).toEqual([a, true]);
+    for (const a of [
+      "8.8.8.8",
+      "1.1.1.1",
+      "2606:4700:4700::1111",
+      "::ffff:8.8.8.8",
+      "64:ff9b::808:808",
+      "2002:808:808::1",
+    ]) {
       expect([a, isNonPublicAddress(a)]).toEqual([a, false]);
     }
   });

@@ -9,7 +9,7 @@ import { lookup as dnsLookup, type LookupAddress } from "node:dns";
 import http from "node:http";
 import https from "node:https";
 import { BlockList, isIP, type LookupFunction } from "node:net";
-import { abortError, exhausted, invalid, PreprocessError } from "./errors";
+import { abortError, invalid, overLimit, PreprocessError } from "./errors";
 
 /** Settings of the fetcher. */
 export interface FetchMediaOptions {
@@ -44,12 +44,14 @@ const BLOCKED_V4 = [
 const BLOCKED_V6 = [
   ["::", 128],
   ["::1", 128],
-  ["64:ff9b::", 96],
   ["100::", 64],
   ["2001:db8::", 32],
   ["fc00::", 7],
   ["fe80::", 10],
+  ["fec0::", 10], // site-local (deprecated, still routed inside some networks)
   ["ff00::", 8],
+  ["2001::", 32], // Teredo: tunnels to an IPv4 address
+  ["64:ff9b:1::", 48], // local-use NAT64
 ] as const;
 
 function parseAllow(entries: readonly string[]): { list: BlockList; hosts: Set<string> } {
@@ -82,13 +84,50 @@ const blocked = new BlockList();
 for (const [a, p] of BLOCKED_V4) blocked.addSubnet(a, p, "ipv4");
 for (const [a, p] of BLOCKED_V6) blocked.addSubnet(a, p, "ipv6");
 
+/** The 8 groups of an IPv6 address (a trailing dotted IPv4 becomes two groups). */
+function ipv6Groups(address: string): number[] | null {
+  let a = address.toLowerCase();
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(a);
+  if (v4) {
+    const [b0, b1, b2, b3] = v4.slice(1).map(Number) as [number, number, number, number];
+    a = `${a.slice(0, v4.index)}${((b0 << 8) | b1).toString(16)}:${((b2 << 8) | b3).toString(16)}`;
+  }
+  const [head, tail, ...rest] = a.split("::");
+  if (rest.length > 0) return null;
+  const parse = (s: string | undefined) => (s ? s.split(":").map((g) => Number.parseInt(g, 16)) : []);
+  const h = parse(head);
+  const t = parse(tail);
+  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill(0), ...t];
+  return groups.length === 8 && groups.every((g) => g >= 0 && g <= 0xffff) ? groups : null;
+}
+
+const v4Of = (hi: number, lo: number) => `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+
+/**
+ * The IPv4 address an IPv6 address carries, for the forms that reach it: IPv4-mapped (::ffff:0:0/96, and
+ * SIIT's ::ffff:0:0:0/96),
+ * IPv4-compatible (::/96), NAT64 (64:ff9b::/96) and 6to4 (2002::/16). Null for any other address.
+ */
+export function embeddedIpv4(address: string): string | null {
+  const g = ipv6Groups(address);
+  if (!g) return null;
+  const zero = (from: number, to: number) => g.slice(from, to).every((x) => x === 0);
+  if (zero(0, 5) && (g[5] === 0xffff || g[5] === 0)) return v4Of(g[6] as number, g[7] as number);
+  if (zero(0, 4) && g[4] === 0xffff && g[5] === 0) return v4Of(g[6] as number, g[7] as number); // SIIT
+  if (g[0] === 0x64 && g[1] === 0xff9b && zero(2, 6)) return v4Of(g[6] as number, g[7] as number);
+  if (g[0] === 0x2002) return v4Of(g[1] as number, g[2] as number);
+  return null;
+}
+
 /** Whether `address` is outside the public internet (private, loopback, link-local, reserved). */
 export function isNonPublicAddress(address: string): boolean {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return blocked.check(mapped[1] as string, "ipv4");
   const family = isIP(address);
   if (family === 0) return true;
-  return blocked.check(address, family === 4 ? "ipv4" : "ipv6");
+  if (family === 4) return blocked.check(address, "ipv4");
+  if (blocked.check(address, "ipv6")) return true;
+  // NOTE: an IPv6 form that carries an IPv4 address reaches that address: it is as public as the address.
+  const v4 = embeddedIpv4(address);
+  return v4 !== null && (v4 === "0.0.0.0" || blocked.check(v4, "ipv4"));
 }
 
 function decodeDataUrl(url: string, field: string, maxBytes: number): Uint8Array {
@@ -99,7 +138,7 @@ function decodeDataUrl(url: string, field: string, maxBytes: number): Uint8Array
   const bytes = meta.endsWith(";base64")
     ? Buffer.from(body, "base64")
     : Buffer.from(decodeURIComponent(body), "latin1");
-  if (bytes.length > maxBytes) throw exhausted(`${field}: ${bytes.length} bytes is over the limit of ${maxBytes}`);
+  if (bytes.length > maxBytes) throw overLimit(`${field}: ${bytes.length} bytes is over the limit of ${maxBytes}`);
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
@@ -179,7 +218,7 @@ function failure(
   if (signal?.aborted) return abortError(signal);
   if (timeout.aborted)
     return new PreprocessError("deadline_exceeded", `${field}: fetch took longer than ${timeoutMs} ms`);
-  return invalid(`${field}: fetch failed (${(err as Error).message})`);
+  return new PreprocessError("invalid_argument", `${field}: the URL could not be fetched`, (err as Error).message);
 }
 
 function request(
@@ -212,7 +251,7 @@ async function readBody(
   const declared = Number(res.headers["content-length"]);
   if (Number.isFinite(declared) && declared > limit) {
     res.destroy();
-    throw exhausted(`${field}: the response has ${declared} bytes, over the limit of ${limit}`);
+    throw overLimit(`${field}: the response has ${declared} bytes, over the limit of ${limit}`);
   }
   const chunks: Buffer[] = [];
   let n = 0;
@@ -221,7 +260,7 @@ async function readBody(
       n += chunk.length;
       if (n > limit) {
         res.destroy();
-        throw exhausted(`${field}: the response is over the limit of ${limit} bytes`);
+        throw overLimit(`${field}: the response is over the limit of ${limit} bytes`);
       }
       chunks.push(chunk);
     }

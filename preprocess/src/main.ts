@@ -15,11 +15,16 @@ import { createMediaFetcher } from "./fetch-media";
 import { loadModelDefaults } from "./model-defaults";
 import { createMediaRunner } from "./pool";
 import { registerPreprocessService } from "./service";
+import { type TokenizerSource, WorkerTextRunner } from "./text-runner";
 import { buildTokenizerFiles, createTokenizer, loadTokenizer, type Tokenizer } from "./tokenizer";
-import { resolveFfmpegPath } from "./video/ffmpeg";
+import { ffmpegVersion, resolveFfmpegPath } from "./video/ffmpeg";
 
 const config = parseConfig();
 const log = pino({ level: config.logLevel, base: { service: "preprocess" }, mixin: traceLogFields });
+
+function tokenizerSource(modelDir: string): TokenizerSource {
+  return existsSync(join(modelDir, "tokenizer.json")) ? { modelDir } : { builtIn: true };
+}
 
 async function tokenizerFor(modelDir: string): Promise<Tokenizer> {
   if (existsSync(join(modelDir, "tokenizer.json"))) return await loadTokenizer(modelDir);
@@ -32,22 +37,30 @@ async function tokenizerFor(modelDir: string): Promise<Tokenizer> {
 
 async function main(): Promise<void> {
   const telemetry = startTelemetry({ serviceName: "preprocess" });
-  const [tokenizer, defaults] = await Promise.all([tokenizerFor(config.modelDir), loadModelDefaults(config.modelDir)]);
+  // The tokenizer source is fixed before either copy loads, so both read the same files.
+  const source = tokenizerSource(config.modelDir);
+  const [tokenizer, defaults, text] = await Promise.all([
+    tokenizerFor(config.modelDir),
+    loadModelDefaults(config.modelDir),
+    WorkerTextRunner.start(source),
+  ]);
   if (defaults.missing.length)
     log.warn({ modelDir: config.modelDir, missing: defaults.missing }, "using reference defaults");
   let ffmpeg: string | undefined;
   const ffmpegPath = () => {
-    ffmpeg ??= resolveFfmpegPath(config.ffmpegPath);
+    ffmpeg ??= resolveFfmpegPath(config.ffmpegPath, undefined, config.searchPath);
     return ffmpeg;
   };
   try {
-    log.info({ ffmpeg: ffmpegPath() }, "ffmpeg found");
+    const path = ffmpegPath();
+    log.info({ ffmpeg: path, version: ffmpegVersion(path) }, "ffmpeg found");
   } catch (err) {
     log.warn({ err: (err as Error).message }, "video input disabled until ffmpeg is available");
   }
   const media = createMediaRunner(config.workers);
   const deps = {
     tokenizer,
+    text,
     media,
     defaults,
     ffmpegPath,
@@ -70,8 +83,10 @@ async function main(): Promise<void> {
       maxVideoDurationSec: config.maxVideoDurationSec,
       maxVideoFrames: config.maxVideoFrames,
       maxVideoFps: config.maxVideoFps,
+      maxVideoFramePixels: config.maxVideoFramePixels,
       videoTimeoutMs: config.videoTimeoutMs,
       maxPromptTokens: config.maxPromptTokens,
+      maxPromptChars: config.maxPromptChars,
     },
   };
 
@@ -80,7 +95,7 @@ async function main(): Promise<void> {
   health.register(server);
   registerPreprocessService(server, deps, log);
   const port = await listen(server, config.host, config.port);
-  const metricsServer = await telemetry.serveMetrics(config.metricsPort, config.host);
+  const metricsServer = await telemetry.serveMetrics(config.metricsPort, config.metricsHost);
   health.setAll(ServingStatus.SERVING);
   log.info(
     {
@@ -101,7 +116,7 @@ async function main(): Promise<void> {
     log.info({ signal }, "shutting down");
     health.setAll(ServingStatus.NOT_SERVING);
     await shutdown(server, config.shutdownGraceMs);
-    await Promise.allSettled([media.close(), metricsServer.close(), telemetry.shutdown()]);
+    await Promise.allSettled([media.close(), text.close(), metricsServer.close(), telemetry.shutdown()]);
     log.info("stopped");
     process.exit(0);
   };

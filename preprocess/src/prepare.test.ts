@@ -276,7 +276,7 @@ describe("prepare() errors", () => {
     const bomb = await pngClaiming(20000, 20000);
     const e = await run([{ role: "user", parts: [{ type: "image", source: { data: bomb } }] }]);
     expect([e.kind, e.message]).toEqual([
-      "resource_exhausted",
+      "invalid_argument",
       "messages[0].parts[0].image: 20000x20000 is over the limit of 16384 px per side",
     ]);
     const wide = await pngClaiming(8000, 6000);
@@ -287,7 +287,10 @@ describe("prepare() errors", () => {
   it("rejects too many images", async () => {
     const parts = Array.from({ length: 17 }, () => png("img_097x131"));
     const e = await run([{ role: "user", parts }]);
-    expect([e.kind, e.message]).toEqual(["resource_exhausted", "the request has 17 images, over the limit of 16"]);
+    expect([e.kind, e.message]).toEqual([
+      "invalid_argument",
+      "messages: the request has 17 images, over the limit of 16",
+    ]);
   });
 
   it("rejects a prompt over the token limit, saying by how much", async () => {

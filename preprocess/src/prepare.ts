@@ -10,14 +10,15 @@
  */
 
 import { context, SpanStatusCode, type Tracer } from "@opentelemetry/api";
-import { abortError, exhausted, invalid, throwIfAborted } from "./errors";
+import { abortError, invalid, overLimit, throwIfAborted } from "./errors";
 import type { MediaFetcher } from "./fetch-media";
 import type { ImageLimits } from "./image/decode";
 import type { SlicedMedia } from "./media";
 import type { ModelDefaults } from "./model-defaults";
 import type { MediaRunner } from "./pool";
-import { buildPrompt, type PromptPart, type PromptTurn } from "./prompt";
+import type { PromptPart, PromptTurn } from "./prompt";
 import { RequestTrace, SPAN } from "./request-trace";
+import { InlineTextRunner, type TextRunner } from "./text-runner";
 import type { Tokenizer } from "./tokenizer";
 import type {
   ChatTurn,
@@ -47,11 +48,24 @@ export interface PrepareLimits {
   readonly maxVideoFrames: number;
   /** Largest `video_fps` a request may ask for. */
   readonly maxVideoFps: number;
+  /** Largest video frame (width*height), separate from still images; unset: the image limit. */
+  readonly maxVideoFramePixels?: number;
   /** Kills ffmpeg after this long (per pass). */
   readonly videoTimeoutMs: number;
   /** Prompt token limit (never above the model's context length). */
   readonly maxPromptTokens: number;
+  /**
+   * Most characters of text one request may carry, checked before any tokenizing; 0 or unset: derived,
+   * {@link CHARS_PER_TOKEN_LIMIT} times the request's prompt-token limit.
+   */
+  readonly maxPromptChars?: number;
 }
+
+/**
+ * Characters per token that a prompt may average before it is refused unread: far above real text (English
+ * averages ~4, code with indentation ~5), so only text that could never fit the context is refused.
+ */
+export const CHARS_PER_TOKEN_LIMIT = 10;
 
 /** Video defaults of the reference example (§7). */
 export const VIDEO_DEFAULTS = { fps: 1, maxFrames: 64, maxSliceNums: 2, useImageId: false } as const;
@@ -68,6 +82,8 @@ export interface PrepareDeps {
   readonly fetchMedia?: MediaFetcher | undefined;
   /** Set when tracing is on: spans per stage, children of the active span (the Prepare call's). */
   readonly tracer?: Tracer | undefined;
+  /** Where tokenizing runs (a worker thread in the service); default: inline with `tokenizer`. */
+  readonly text?: TextRunner | undefined;
 }
 
 interface Resolved {
@@ -77,6 +93,7 @@ interface Resolved {
   videoMaxFrames: number;
   videoMaxSliceNums: number;
   maxPromptTokens: number;
+  maxPromptChars: number;
 }
 
 function resolveOptions(o: PrepareOptions | undefined, deps: PrepareDeps): Resolved {
@@ -89,6 +106,7 @@ function resolveOptions(o: PrepareOptions | undefined, deps: PrepareDeps): Resol
   };
   const serviceLimit =
     limits.maxPromptTokens > 0 ? Math.min(limits.maxPromptTokens, defaults.contextLength) : defaults.contextLength;
+  const maxPromptTokens = o?.maxPromptTokens ? Math.min(o.maxPromptTokens, serviceLimit) : serviceLimit;
   const fps = o?.videoFps ?? VIDEO_DEFAULTS.fps;
   if (!(fps > 0) || fps > limits.maxVideoFps) {
     throw invalid(`options.video_fps must be in (0, ${limits.maxVideoFps}], got ${fps}`);
@@ -111,7 +129,8 @@ function resolveOptions(o: PrepareOptions | undefined, deps: PrepareDeps): Resol
       limits.maxSliceNumsLimit,
       "video_max_slice_nums",
     ),
-    maxPromptTokens: o?.maxPromptTokens ? Math.min(o.maxPromptTokens, serviceLimit) : serviceLimit,
+    maxPromptTokens,
+    maxPromptChars: limits.maxPromptChars || maxPromptTokens * CHARS_PER_TOKEN_LIMIT,
   };
 }
 
@@ -137,10 +156,10 @@ function validateMessages(messages: readonly ChatTurn[], limits: PrepareLimits):
     throw invalid(`messages[${firstAt}].role: the first non-system message must be from the user, got ${first.role}`);
   }
   if (images > limits.maxImagesPerRequest) {
-    throw exhausted(`the request has ${images} images, over the limit of ${limits.maxImagesPerRequest}`);
+    throw overLimit(`messages: the request has ${images} images, over the limit of ${limits.maxImagesPerRequest}`);
   }
   if (videos > limits.maxVideosPerRequest) {
-    throw exhausted(`the request has ${videos} videos, over the limit of ${limits.maxVideosPerRequest}`);
+    throw overLimit(`messages: the request has ${videos} videos, over the limit of ${limits.maxVideosPerRequest}`);
   }
 }
 
@@ -166,18 +185,20 @@ function promptForm(req: PrepareRequest): PromptForm {
  * special tokens, no template, no BOS) or `prompt_token_ids` checked against the vocabulary. No media, so
  * every token is a text token; `promptText` is the ids decoded.
  */
-function rawPrompt(
+async function rawPrompt(
   req: PrepareRequest,
   form: "raw_prompt" | "prompt_token_ids",
   opts: Resolved,
   deps: PrepareDeps,
   rt: RequestTrace | undefined,
-): PreparedPrompt {
+): Promise<PreparedPrompt> {
   const { tokenizer } = deps;
+  const text = textRunner(deps);
   let tokenIds: number[];
   if (form === "raw_prompt") {
+    await checkTextLength([{ text: req.rawPrompt ?? "", field: "raw_prompt" }], opts, text, true);
     const span = rt?.start(SPAN.tokenize);
-    tokenIds = tokenizer.encode(req.rawPrompt ?? "");
+    tokenIds = await text.encode(req.rawPrompt ?? "");
     span?.setAttributes({ "prompt.tokens": tokenIds.length, "prompt.image_tokens": 0 });
     span?.end();
     if (tokenIds.length === 0) throw invalid("raw_prompt must not be empty");
@@ -197,8 +218,56 @@ function rawPrompt(
     tokenIds,
     media: [],
     tokenCounts: { text: total, image: 0, video: 0, total },
-    promptText: tokenizer.decode(tokenIds),
+    promptText: await text.decode(tokenIds),
   };
+}
+
+const inlineRunners = new WeakMap<Tokenizer, TextRunner>();
+
+function textRunner(deps: PrepareDeps): TextRunner {
+  if (deps.text) return deps.text;
+  let r = inlineRunners.get(deps.tokenizer);
+  if (!r) {
+    r = new InlineTextRunner(deps.tokenizer);
+    inlineRunners.set(deps.tokenizer, r);
+  }
+  return r;
+}
+
+/**
+ * Refuses text that cannot fit before tokenizing it: first on its length in characters, then, when it is
+ * longer than the token limit in characters, by a count that stops once past the limit. So a huge prompt
+ * costs what the limit costs, never its own length.
+ */
+async function checkTextLength(
+  parts: readonly { text: string; field: string }[],
+  opts: Resolved,
+  text: TextRunner,
+  special = false,
+): Promise<void> {
+  let chars = 0;
+  for (const p of parts) {
+    chars += p.text.length;
+    if (chars > opts.maxPromptChars) {
+      const total = parts.reduce((n, q) => n + q.text.length, 0);
+      throw invalid(
+        `${p.field}: the request has ${total} characters of text, over the limit of ${opts.maxPromptChars} (${CHARS_PER_TOKEN_LIMIT} per token of the ${opts.maxPromptTokens}-token prompt limit)`,
+      );
+    }
+  }
+  // A token holds at least one character; a short text costs little to tokenize in full (exact count after).
+  if (chars <= opts.maxPromptTokens || chars <= 4096) return;
+  const n = await text.countUpTo(
+    parts.map((p) => p.text),
+    opts.maxPromptTokens,
+    special,
+  );
+  if (n > opts.maxPromptTokens) {
+    const field = special ? "raw_prompt" : "messages";
+    throw invalid(
+      `${field}: prompt has more than ${opts.maxPromptTokens} tokens, over the limit of ${opts.maxPromptTokens}`,
+    );
+  }
 }
 
 function checkPromptLength(total: number, opts: Resolved): void {
@@ -216,7 +285,17 @@ export async function prepare(req: PrepareRequest, deps: PrepareDeps, signal?: A
   if (form === "messages") validateMessages(req.messages, deps.limits);
   const opts = resolveOptions(req.options, deps);
   const rt = deps.tracer ? new RequestTrace(deps.tracer, context.active(), req.requestId ?? "") : undefined;
-  if (form !== "messages") return rawPrompt(req, form, opts, deps, rt);
+  if (form !== "messages") return await rawPrompt(req, form, opts, deps, rt);
+  const text = textRunner(deps);
+  await checkTextLength(
+    req.messages.flatMap((m, i) =>
+      m.parts.flatMap((p, j) =>
+        p.type === "text" ? [{ text: p.text, field: `messages[${i}].parts[${j}].text` }] : [],
+      ),
+    ),
+    opts,
+    text,
+  );
 
   // One controller for the whole request: the caller's cancel, or our own first failure, stops everything.
   const ac = new AbortController();
@@ -262,7 +341,7 @@ export async function prepare(req: PrepareRequest, deps: PrepareDeps, signal?: A
     ),
   }));
   const tokenizeSpan = rt?.start(SPAN.tokenize);
-  const built = buildPrompt(deps.tokenizer, turns, req.addGenerationPrompt);
+  const built = await text.build(turns, req.addGenerationPrompt);
   if (tokenizeSpan) {
     tokenizeSpan.setAttributes({
       "prompt.tokens": built.tokenCounts.total,
@@ -346,7 +425,7 @@ async function videoJob(
     if (source.frames.length === 0) throw invalid(`${field}.frames must not be empty`);
     const bytes = source.frames.reduce((n, f) => n + f.length, 0);
     if (bytes > limits.maxVideoBytes) {
-      throw exhausted(`${field}.frames: ${bytes} bytes is over the limit of ${limits.maxVideoBytes}`);
+      throw overLimit(`${field}.frames: ${bytes} bytes is over the limit of ${limits.maxVideoBytes}`);
     }
     const keep = uniformSubset(source.frames.length, opts.videoMaxFrames);
     const out = await Promise.all(
@@ -375,7 +454,7 @@ async function videoJob(
       maxFrames: opts.videoMaxFrames,
       maxBytes: limits.maxVideoBytes,
       maxDurationSec: limits.maxVideoDurationSec,
-      maxFramePixels: limits.image.maxPixels,
+      maxFramePixels: limits.maxVideoFramePixels ?? limits.image.maxPixels,
       timeoutMs: limits.videoTimeoutMs,
       signal,
       field,

@@ -74,7 +74,7 @@ describe("PreprocessService.Prepare over gRPC (loopback, 2 worker threads)", () 
   it("maps errors to gRPC codes", async () => {
     const many = Array.from({ length: 17 }, () => image(goldenBytes("images/img_097x131.png")));
     expect(await code(client.prepare({ messages: user(many) as never }))).toBe(
-      "RESOURCE_EXHAUSTED: the request has 17 images, over the limit of 16",
+      "INVALID_ARGUMENT: messages: the request has 17 images, over the limit of 16",
     );
     expect(
       await code(

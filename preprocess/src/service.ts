@@ -40,7 +40,8 @@ const CODES: Record<PreprocessError["kind"], grpc.status> = {
 export function toGrpcError(err: unknown): GrpcError {
   if (err instanceof GrpcError) return err;
   if (err instanceof PreprocessError) return new GrpcError(CODES[err.kind], err.message);
-  return new GrpcError(grpc.status.INTERNAL, `internal error: ${err instanceof Error ? err.message : String(err)}`);
+  // NOTE: a bug's message may hold paths and internals: the caller gets a generic one, the log the details.
+  return new GrpcError(grpc.status.INTERNAL, "internal error in the preprocess service");
 }
 
 function partFromProto(p: PbContentPart, field: string): ContentPart {
@@ -154,7 +155,9 @@ export function registerPreprocessService(server: grpc.Server, deps: PrepareDeps
       } catch (err) {
         const e = toGrpcError(err);
         m.requests.add(1, { code: e.codeName });
-        log?.warn({ requestId: req.requestId, code: e.codeName, err: e.message }, "prepare failed");
+        const detail =
+          err instanceof PreprocessError ? err.detail : err instanceof Error ? (err.stack ?? err.message) : String(err);
+        log?.warn({ requestId: req.requestId, code: e.codeName, err: e.message, detail }, "prepare failed");
         throw e;
       }
     },

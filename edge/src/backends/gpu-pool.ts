@@ -6,7 +6,10 @@
  *                  └── failed before its first event: retry ───┘   (failed after: the error reaches the client)
  *
  *   poll every interval: Info (queue depth, KV usage) + grpc.health.v1 per replica
- *   a replica that fails (UNAVAILABLE/INTERNAL) is marked unhealthy until its health check says SERVING
+ *   a replica is ejected after `ejectAfterFailures` consecutive transport failures (a poll that times out or
+ *   cannot connect, a Generate that ends UNAVAILABLE), or at once when it answers that it is not ready; one
+ *   good poll takes it back. Nothing a request does wrong (INVALID_ARGUMENT, a message that does not
+ *   serialize, any 4xx, an INTERNAL answer about one request) ever changes a replica's health.
  *
  * Load = queue_depth + kv_used/kv_capacity + requests this edge has open on the replica; the last term covers
  * the requests started since the previous poll. Ties go round-robin.
@@ -14,7 +17,7 @@
  * Replicas can be added and removed at run time (DNS discovery, ./discovery.ts): a removed replica gets no new
  * requests and leaves the pool when its last in-flight stream ends.
  */
-import { EdgeError, isBackendFailure } from "../errors";
+import { EdgeError, isTransportFailure } from "../errors";
 import type { BackendInfo, CallOpts, GenerateEvent, GenerateInput, GenerationBackend } from "./types";
 
 /** A replica as the pool sees it. */
@@ -25,8 +28,10 @@ export interface ReplicaState {
   info: BackendInfo | undefined;
   /** Generate streams this edge has open on the replica. */
   inflight: number;
-  /** Why it was last marked unhealthy. */
+  /** Why it was last marked unhealthy (or why its last poll or call failed). */
   lastError: string | undefined;
+  /** Transport failures in a row (polls and calls); reset by a good poll or a completed call. */
+  failures: number;
   /** Set by {@link GpuPool.remove}: no new requests; dropped from the pool when `inflight` reaches 0. */
   removal?: { done: Promise<boolean>; settle(left: boolean): void };
 }
@@ -37,6 +42,14 @@ export interface PoolEvents {
   onRetry?(address: string, err: EdgeError): void;
 }
 
+/** Settings of the pool. */
+export interface PoolOptions {
+  /** GPU_EJECT_AFTER_FAILURES: consecutive transport failures that eject a replica (default 3). */
+  ejectAfterFailures?: number;
+  /** Deadline of one Info/health poll in ms (default 2000). */
+  pollTimeoutMs?: number;
+}
+
 /** Least-load routing with retry-before-first-token and health tracking. */
 export class GpuPool {
   /** The current replicas (the array is updated in place by add/remove). */
@@ -44,12 +57,17 @@ export class GpuPool {
   private rr = 0;
   private timer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
+  private readonly ejectAfter: number;
+  private readonly pollTimeoutMs: number;
 
   constructor(
     backends: GenerationBackend[],
     /** Hooks, settable after construction (the app wires its metrics and logger here). */
     public events: PoolEvents = {},
+    opts: PoolOptions = {},
   ) {
+    this.ejectAfter = Math.max(1, opts.ejectAfterFailures ?? 3);
+    this.pollTimeoutMs = opts.pollTimeoutMs ?? 2000;
     // NOTE: may start empty: DNS discovery fills it, and until then requests get "no healthy backend".
     this.replicas = [];
     for (const b of backends) this.add(b);
@@ -67,7 +85,7 @@ export class GpuPool {
       return false;
     }
     if (old) throw new Error(`gpu-service ${backend.address} is already in the pool`);
-    this.replicas.push({ backend, healthy: true, info: undefined, inflight: 0, lastError: undefined });
+    this.replicas.push({ backend, healthy: true, info: undefined, inflight: 0, lastError: undefined, failures: 0 });
     return true;
   }
 
@@ -110,7 +128,7 @@ export class GpuPool {
   }
 
   /** Polls every replica's Info and health once (concurrent calls share one poll); resolves when done. */
-  poll(timeoutMs = 2000): Promise<void> {
+  poll(timeoutMs = this.pollTimeoutMs): Promise<void> {
     this.polling ??= Promise.all(this.replicas.map((r) => this.pollOne(r, timeoutMs))).then(() => {
       this.polling = undefined;
     });
@@ -124,15 +142,24 @@ export class GpuPool {
       r.backend.info(opts).catch((err: unknown) => err as Error),
     ]);
     if (info instanceof Error) {
-      this.setHealth(r, false, `Info failed: ${info.message}`);
+      this.transportFailure(r, `Info failed: ${info.message}`);
       return;
     }
     r.info = info;
-    this.setHealth(
-      r,
-      ok && info.ready,
-      ok ? (info.ready ? "health check SERVING" : "not ready") : "health check failed",
-    );
+    if (!ok) {
+      this.transportFailure(r, "health check failed");
+      return;
+    }
+    // An answer, even "not ready", shows the transport works; "not ready" is the replica's own word.
+    r.failures = 0;
+    this.setHealth(r, info.ready, info.ready ? "health check SERVING" : "not ready");
+  }
+
+  /** Counts one transport failure; the replica is ejected once `ejectAfterFailures` happened in a row. */
+  private transportFailure(r: ReplicaState, reason: string): void {
+    r.failures++;
+    r.lastError = reason;
+    if (r.failures >= this.ejectAfter) this.setHealth(r, false, reason);
   }
 
   private setHealth(r: ReplicaState, healthy: boolean, reason: string): void {
@@ -146,6 +173,12 @@ export class GpuPool {
   markUnhealthy(address: string, reason: string): void {
     const r = this.replicas.find((x) => x.backend.address === address);
     if (r) this.setHealth(r, false, reason);
+  }
+
+  /** Counts a transport failure of a call on the replica at `address` (see {@link PoolOptions}). */
+  reportTransportFailure(address: string, reason: string): void {
+    const r = this.replicas.find((x) => x.backend.address === address);
+    if (r) this.transportFailure(r, reason);
   }
 
   /** True when at least one replica is healthy. */
@@ -185,8 +218,8 @@ export class GpuPool {
 
   /**
    * Streams a Generate call from the least-loaded replica. When a replica fails before sending its first
-   * event (unavailable, internal error, or out of capacity) the call is retried on another one; once an event
-   * has been passed on, errors reach the caller. Failed replicas are marked unhealthy.
+   * event (unavailable or out of capacity) the call is retried on another one; once an event has been passed
+   * on, errors reach the caller. Only transport failures count against a replica's health.
    */
   async *generate(input: GenerateInput, opts: CallOpts): AsyncGenerator<GenerateEvent> {
     const tried = new Set<ReplicaState>();
@@ -209,14 +242,19 @@ export class GpuPool {
           started = true;
           yield ev;
         }
+        r.failures = 0;
         return;
       } catch (err) {
         const e =
           err instanceof EdgeError
             ? err
             : new EdgeError("internal", `gpu-service ${r.backend.address}: ${String(err)}`);
-        if (isBackendFailure(e)) this.markUnhealthy(r.backend.address, e.message);
-        const retryable = isBackendFailure(e) || e.kind === "overloaded";
+        // NOTE: an INTERNAL or INVALID_ARGUMENT answer is about this request (a message that does not
+        // serialize reads as INTERNAL), not about the replica: only a transport failure counts, and only one
+        // that the client's own cancel did not cause.
+        const transport = isTransportFailure(e) && !opts.signal?.aborted;
+        if (transport) this.transportFailure(r, e.message);
+        const retryable = transport || e.kind === "overloaded";
         if (started || !retryable || opts.signal?.aborted) throw e;
         lastErr = e;
         this.events.onRetry?.(r.backend.address, e);

@@ -23,6 +23,7 @@ import { chatRequestSchema } from "../schemas";
 import {
   account,
   checkModel,
+  checkSequences,
   contextCheck,
   prepareOnly,
   promptTokens,
@@ -87,54 +88,67 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
   const { req, plan } = await readChat(c, ctx);
   const model = await checkModel(req.model, ctx);
   setRequestModel(model);
-  return runGeneration(c, ctx, start, async (scope) => {
-    const prompt = await scope.prepare({
-      messages: plan.messages,
-      options: plan.options,
-      addGenerationPrompt: plan.addGenerationPrompt,
-    });
-    contextCheck(promptTokens(prompt), plan.maxTokens, ctx.pool.modelInfo()?.contextLength, "messages");
-    const { events, first } = await scope.generate({ prompt, params: plan.params, priority: plan.priority });
-    const id = completionId();
-    const created = Math.floor(Date.now() / 1000);
-
-    if (!plan.stream) {
-      const col = new CompletionCollector(plan.params.n, {
-        logprobs: plan.params.logprobs,
-        topLogprobs: plan.params.topLogprobs,
-        stop: plan.params.stop,
+  const p = plan.params;
+  const sequences = checkSequences(
+    ctx,
+    Math.max(p.n, p.beamWidth),
+    p.beamWidth > p.n ? "best_of" : "n",
+    p.beamWidth > 1 ? `beam width ${p.beamWidth}` : `n=${p.n}`,
+  );
+  return runGeneration(
+    c,
+    ctx,
+    start,
+    async (scope) => {
+      const prompt = await scope.prepare({
+        messages: plan.messages,
+        options: plan.options,
+        addGenerationPrompt: plan.addGenerationPrompt,
       });
-      if (!first.done) col.add(first.value);
-      for (let r = await events.next(); !r.done; r = await events.next()) col.add(r.value);
-      const body = col.body(id, created, model);
-      if (col.usage && col.timings) account(c, ctx, col.usage);
-      return c.json(body, 200, usageHeaders(body.usage, col.timings));
-    }
+      contextCheck(promptTokens(prompt), plan.maxTokens, ctx.pool.modelInfo()?.contextLength, "messages");
+      const { events, first } = await scope.generate({ prompt, params: plan.params, priority: plan.priority });
+      const id = completionId();
+      const created = Math.floor(Date.now() / 1000);
 
-    return scope.stream(async (send, aborted) => {
-      const chunks = new ChunkBuilder(id, created, model, plan.includeUsage);
-      let completion = 0;
-      const running = () =>
-        plan.continuousUsage && plan.includeUsage ? runningUsageJson([prompt], completion) : undefined;
-      for (let i = 0; i < plan.params.n; i++) await send(chunks.role(i, running()));
-      for (let r = first; !r.done && !aborted(); r = await events.next()) {
-        const ev = r.value;
-        if (ev.type === "token") {
-          completion += ev.tokenIds.length;
-          ctx.metrics.streamedTokens.add(ev.tokenIds.length);
-          const lp = plan.params.logprobs ? ev.logprobs.map((l) => logprobJson(l, plan.params.topLogprobs)) : null;
-          if (ev.text !== "" || (lp && lp.length > 0)) await send(chunks.delta(ev.index, ev.text, lp, running()));
-        } else if (ev.type === "choice_end") {
-          await send(
-            chunks.finish(ev.index, ev.finishReason, stopReasonJson(ev.stopReason, plan.params.stop), running()),
-          );
-        } else {
-          account(c, ctx, ev.usage);
-          if (plan.includeUsage) await send(chunks.usage(usageJson(ev.usage)));
-        }
+      if (!plan.stream) {
+        const col = new CompletionCollector(plan.params.n, {
+          logprobs: plan.params.logprobs,
+          topLogprobs: plan.params.topLogprobs,
+          stop: plan.params.stop,
+        });
+        if (!first.done) col.add(first.value);
+        for (let r = await events.next(); !r.done; r = await events.next()) col.add(r.value);
+        const body = col.body(id, created, model);
+        if (col.usage && col.timings) account(c, ctx, col.usage);
+        return c.json(body, 200, usageHeaders(body.usage, col.timings));
       }
-    });
-  });
+
+      return scope.stream(async (send, aborted) => {
+        const chunks = new ChunkBuilder(id, created, model, plan.includeUsage);
+        let completion = 0;
+        const running = () =>
+          plan.continuousUsage && plan.includeUsage ? runningUsageJson([prompt], completion) : undefined;
+        for (let i = 0; i < plan.params.n; i++) await send(chunks.role(i, running()));
+        for (let r = first; !r.done && !aborted(); r = await events.next()) {
+          const ev = r.value;
+          if (ev.type === "token") {
+            completion += ev.tokenIds.length;
+            ctx.metrics.streamedTokens.add(ev.tokenIds.length);
+            const lp = plan.params.logprobs ? ev.logprobs.map((l) => logprobJson(l, plan.params.topLogprobs)) : null;
+            if (ev.text !== "" || (lp && lp.length > 0)) await send(chunks.delta(ev.index, ev.text, lp, running()));
+          } else if (ev.type === "choice_end") {
+            await send(
+              chunks.finish(ev.index, ev.finishReason, stopReasonJson(ev.stopReason, plan.params.stop), running()),
+            );
+          } else {
+            account(c, ctx, ev.usage);
+            if (plan.includeUsage) await send(chunks.usage(usageJson(ev.usage)));
+          }
+        }
+      });
+    },
+    sequences,
+  );
 }
 
 /** Registers the chat routes. */

@@ -17,6 +17,7 @@ import { completionRequestSchema } from "../schemas";
 import {
   account,
   checkModel,
+  checkSequences,
   contextCheck,
   type GenerationScope,
   promptTokens,
@@ -96,56 +97,69 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
   const { req, plan } = await readRequest(c, ctx, schemaFor(ctx.config.maxN), planCompletion);
   const model = await checkModel(req.model, ctx);
   setRequestModel(model);
-  return runGeneration(c, ctx, start, async (scope) => {
-    const count = plan.prompts.prompts.length;
-    const started = await Promise.all(Array.from({ length: count }, (_, k) => startPrompt(scope, ctx, plan, k)));
-    const id = completionId();
-    const created = Math.floor(Date.now() / 1000);
-    const n = plan.params.n;
-    const echo = plan.echo ? started.map((s) => s.promptText) : undefined;
+  const prompts = plan.prompts.prompts.length;
+  const sequences = checkSequences(
+    ctx,
+    prompts * plan.params.n,
+    plan.params.n > 1 ? "n" : "prompt",
+    `${prompts} prompt(s) x n=${plan.params.n}`,
+  );
+  return runGeneration(
+    c,
+    ctx,
+    start,
+    async (scope) => {
+      const count = plan.prompts.prompts.length;
+      const started = await Promise.all(Array.from({ length: count }, (_, k) => startPrompt(scope, ctx, plan, k)));
+      const id = completionId();
+      const created = Math.floor(Date.now() / 1000);
+      const n = plan.params.n;
+      const echo = plan.echo ? started.map((s) => s.promptText) : undefined;
 
-    if (!plan.stream) {
-      const col = new TextCompletionCollector(count, { n, logprobs: plan.logprobs, stop: plan.params.stop, echo });
-      for await (const [k, ev] of merged(started)) {
-        col.add(k, ev);
-        if (ev.type === "final") account(c, ctx, ev.usage);
-      }
-      const body = col.body(id, created, model);
-      return c.json(body, 200, usageHeaders(body.usage, count === 1 ? col.timings[0] : undefined));
-    }
-
-    return scope.stream(async (send, aborted) => {
-      const chunks = new TextChunkBuilder(id, created, model, plan.includeUsage, plan.logprobs);
-      let usage: ReturnType<typeof addUsage> | undefined;
-      let finals = 0;
-      let completion = 0;
-      const prompts = started.map((s) => s.prompt);
-      const running = () =>
-        plan.continuousUsage && plan.includeUsage ? runningUsageJson(prompts, completion) : undefined;
-      if (echo) {
-        for (const [k, text] of echo.entries())
-          for (let j = 0; j < n; j++) await send(chunks.text(k * n + j, text, [], running()));
-      }
-      for await (const [k, ev] of merged(started)) {
-        if (aborted()) return;
-        if (ev.type === "token") {
-          completion += ev.tokenIds.length;
-          ctx.metrics.streamedTokens.add(ev.tokenIds.length);
-          if (ev.text !== "" || (plan.logprobs !== null && ev.logprobs.length > 0)) {
-            await send(chunks.text(k * n + ev.index, ev.text, ev.logprobs, running()));
-          }
-        } else if (ev.type === "choice_end") {
-          const stop = stopReasonJson(ev.stopReason, plan.params.stop);
-          await send(chunks.finish(k * n + ev.index, ev.finishReason, stop, running()));
-        } else {
-          account(c, ctx, ev.usage);
-          usage = addUsage(usage, ev.usage);
-          finals++;
+      if (!plan.stream) {
+        const col = new TextCompletionCollector(count, { n, logprobs: plan.logprobs, stop: plan.params.stop, echo });
+        for await (const [k, ev] of merged(started)) {
+          col.add(k, ev);
+          if (ev.type === "final") account(c, ctx, ev.usage);
         }
+        const body = col.body(id, created, model);
+        return c.json(body, 200, usageHeaders(body.usage, count === 1 ? col.timings[0] : undefined));
       }
-      if (plan.includeUsage && usage && finals === count) await send(chunks.usage(usageJson(usage)));
-    });
-  });
+
+      return scope.stream(async (send, aborted) => {
+        const chunks = new TextChunkBuilder(id, created, model, plan.includeUsage, plan.logprobs);
+        let usage: ReturnType<typeof addUsage> | undefined;
+        let finals = 0;
+        let completion = 0;
+        const prompts = started.map((s) => s.prompt);
+        const running = () =>
+          plan.continuousUsage && plan.includeUsage ? runningUsageJson(prompts, completion) : undefined;
+        if (echo) {
+          for (const [k, text] of echo.entries())
+            for (let j = 0; j < n; j++) await send(chunks.text(k * n + j, text, [], running()));
+        }
+        for await (const [k, ev] of merged(started)) {
+          if (aborted()) return;
+          if (ev.type === "token") {
+            completion += ev.tokenIds.length;
+            ctx.metrics.streamedTokens.add(ev.tokenIds.length);
+            if (ev.text !== "" || (plan.logprobs !== null && ev.logprobs.length > 0)) {
+              await send(chunks.text(k * n + ev.index, ev.text, ev.logprobs, running()));
+            }
+          } else if (ev.type === "choice_end") {
+            const stop = stopReasonJson(ev.stopReason, plan.params.stop);
+            await send(chunks.finish(k * n + ev.index, ev.finishReason, stop, running()));
+          } else {
+            account(c, ctx, ev.usage);
+            usage = addUsage(usage, ev.usage);
+            finals++;
+          }
+        }
+        if (plan.includeUsage && usage && finals === count) await send(chunks.usage(usageJson(usage)));
+      });
+    },
+    sequences,
+  );
 }
 
 /** Registers POST /v1/completions. */

@@ -66,6 +66,23 @@ export async function readRequest<T, P>(
   }
 }
 
+/**
+ * Checks the sequences one request asks for (prompts x n, or the beam width) against MAX_SEQUENCES_PER_REQUEST;
+ * over it is a 400 naming `param` (a size limit: retrying cannot help).
+ */
+export function checkSequences(ctx: AppContext, sequences: number, param: string, what: string): number {
+  const max = ctx.config.maxSequencesPerRequest;
+  if (sequences > max) {
+    ctx.metrics.reject("validation");
+    throw new EdgeError(
+      "invalid_request",
+      `${param}: the request asks for ${sequences} sequences (${what}), over the limit of ${max} per request`,
+      { param, reason: "validation" },
+    );
+  }
+  return sequences;
+}
+
 /** The served model id; a request naming another model is a 404. */
 export async function checkModel(model: string | null | undefined, ctx: AppContext): Promise<string> {
   const served = await ctx.modelName();
@@ -102,10 +119,29 @@ export async function prepareOnly(
   ctx: AppContext,
   input: Omit<PrepareInput, "requestId">,
 ): Promise<PreparedPrompt> {
+  // Prepare-only routes (render, tokenize) take a concurrency slot like generation: their media decoding and
+  // tokenizing cost the same.
+  takeSlots(ctx, 1);
   const { ac, dispose } = requestSignal(c, ctx);
   const requestId = c.get("requestId");
   const deadline = new Date(Date.now() + ctx.config.requestTimeoutMs);
-  return callPrepare(ctx, input, { signal: ac.signal, deadline, requestId }).finally(dispose);
+  return callPrepare(ctx, input, { signal: ac.signal, deadline, requestId }).finally(() => {
+    dispose();
+    ctx.inflight.count -= 1;
+  });
+}
+
+/** Takes `sequences` concurrency slots, or throws 429 (a lone request is always admitted). */
+function takeSlots(ctx: AppContext, sequences: number): void {
+  if (ctx.inflight.count > 0 && ctx.inflight.count + sequences > ctx.config.maxConcurrentRequests) {
+    ctx.metrics.reject("concurrency");
+    throw new EdgeError(
+      "overloaded",
+      `the server is at its limit of ${ctx.config.maxConcurrentRequests} concurrent sequences; retry later`,
+      { retryAfterS: 1, reason: "concurrency" },
+    );
+  }
+  ctx.inflight.count += sequences;
 }
 
 /** Prepare with the call's request id and the context's prompt-token limit. */
@@ -202,16 +238,12 @@ export async function runGeneration(
   ctx: AppContext,
   start: number,
   run: (scope: GenerationScope) => Promise<Response>,
+  sequences = 1,
 ): Promise<Response> {
-  if (ctx.inflight.count >= ctx.config.maxConcurrentRequests) {
-    ctx.metrics.reject("concurrency");
-    throw new EdgeError(
-      "overloaded",
-      `the server is at its limit of ${ctx.config.maxConcurrentRequests} concurrent requests; retry later`,
-      { retryAfterS: 1, reason: "concurrency" },
-    );
-  }
-  ctx.inflight.count++;
+  // A request costs what it generates: a batch of P prompts with n choices is P*n sequences, against the
+  // concurrency cap and the per-key request rate alike.
+  takeSlots(ctx, sequences);
+  if (sequences > 1) ctx.limiter.chargeRequests(c.get("caller"), sequences - 1);
   ctx.metrics.inFlight.add(1);
   const { ac, dispose } = requestSignal(c, ctx);
   const streams: AsyncGenerator<GenerateEvent>[] = [];
@@ -220,7 +252,7 @@ export async function runGeneration(
   const close = async () => {
     ac.abort();
     await Promise.all(streams.map((g) => g.return(undefined)));
-    ctx.inflight.count--;
+    ctx.inflight.count -= sequences;
     ctx.metrics.inFlight.add(-1);
     dispose();
   };
@@ -250,17 +282,36 @@ export async function runGeneration(
       handedOff = true;
       return streamSSE(c, async (sse) => {
         sse.onAbort(() => ac.abort());
-        const send: SendEvent = (obj) => sse.writeSSE({ data: JSON.stringify(obj) });
+        // A stream that sends nothing for STREAM_STALL_TIMEOUT_MS is ended (its gRPC call cancelled).
+        const stallMs = ctx.config.streamStallTimeoutMs;
+        let stalled = false;
+        let stallTimer: NodeJS.Timeout | undefined;
+        const arm = () => {
+          if (stallMs <= 0) return;
+          clearTimeout(stallTimer);
+          stallTimer = setTimeout(() => {
+            stalled = true;
+            ac.abort();
+          }, stallMs);
+        };
+        const send: SendEvent = async (obj) => {
+          await sse.writeSSE({ data: JSON.stringify(obj) });
+          arm();
+        };
+        arm();
         try {
           await write(send, () => sse.aborted);
+          // Cancelled by the server (shutdown, stall) while the client is still there: say so.
+          if (!sse.aborted && ac.signal.aborted) throw new EdgeError("cancelled", "the stream was ended early");
         } catch (err) {
           // The status is already 200: report the failure as a last event with the same body as an HTTP error.
           if (!sse.aborted) {
-            const e = httpError(err);
+            const e = httpError(endedEarly(ctx, stalled, stallMs) ?? err);
             ctx.logger?.warn({ request_id: rid, err: e.body.error.message }, "stream failed after it started");
-            await send(e.body);
+            await sse.writeSSE({ data: JSON.stringify(e.body) });
           }
         } finally {
+          clearTimeout(stallTimer);
           if (!sse.aborted) await sse.writeSSE({ data: "[DONE]" });
           await close();
         }
@@ -269,9 +320,22 @@ export async function runGeneration(
   };
   try {
     return await run(scope);
+  } catch (err) {
+    throw endedEarly(ctx, false, 0) ?? err;
   } finally {
     if (!handedOff) await close();
   }
+}
+
+/** Why the server ended a request before its end (shutdown, stall), or undefined when it did not. */
+function endedEarly(ctx: AppContext, stalled: boolean, stallMs: number): EdgeError | undefined {
+  if (stalled) {
+    return new EdgeError("timeout", `no token for ${stallMs} ms (STREAM_STALL_TIMEOUT_MS): the stream was ended`);
+  }
+  if (ctx.shutdownSignal?.aborted) {
+    return new EdgeError("unavailable", "the server is shutting down; retry the request", { retryAfterS: 1 });
+  }
+  return undefined;
 }
 
 /** The x-* headers of a non-streaming answer: token counts, and where the time went when known. */

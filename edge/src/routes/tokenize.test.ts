@@ -61,6 +61,13 @@ describe("POST /tokenize and /detokenize (vLLM's)", () => {
   it("validates, checks the model, and needs the API key like /v1", async () => {
     const s = setup();
     await expectValidationError(s, await postJson(s.app, "/detokenize", { tokens: [] }), "tokens", />=1/);
+    const w = setup();
+    await expectValidationError(
+      w,
+      await postJson(w.app, "/detokenize", { tokens: [1, 5e9] }),
+      "tokens[1]",
+      /<=4294967295/,
+    );
     const t = setup();
     await expectValidationError(t, await postJson(t.app, "/tokenize", { prompt: 3 }), "prompt", /string/);
     const u = setup();

@@ -12,7 +12,7 @@ import type { PreparedPrompt } from "../backends/types";
 import { bad, planChat } from "../chat-request";
 import { rawPromptError } from "../completion-request";
 import { setRequestModel } from "../observe";
-import { chatRequestSchema } from "../schemas";
+import { chatRequestSchema, tokenId } from "../schemas";
 import { checkModel, prepareOnly, promptTokens, readRequest, schemaCache } from "./generation";
 
 type C = Context<EdgeEnv>;
@@ -27,7 +27,7 @@ const textSchema = z.object({
 
 const detokenizeSchema = z.object({
   model: z.string().nullish(),
-  tokens: z.array(z.int().min(0)).min(1),
+  tokens: z.array(tokenId()).min(1),
 });
 
 const chatSchemaFor = schemaCache((limits) =>

@@ -14,7 +14,7 @@ export function setup(env: Record<string, string> = {}, nGpus = 1) {
   const config: EdgeConfig = loadConfig(env);
   const pre = new FakePreprocess();
   const gpus = Array.from({ length: nGpus }, (_, i) => new FakeGpu(`gpu-${i}`));
-  const pool = new GpuPool(gpus);
+  const pool = new GpuPool(gpus, {}, { ejectAfterFailures: config.gpuEjectAfterFailures });
   const metrics = new EdgeMetrics();
   const app = createApp({ config, preprocess: pre, pool, metrics, webPage: false });
   return { app, pre, gpus, pool, metrics, config };

@@ -26,6 +26,11 @@ export interface EngineHandle {
   generate(req: EngineRequest, signal?: AbortSignal): AsyncIterable<EngineEvent>;
   /** Current counters and gauges. */
   stats(): Promise<EngineStats>;
+  /**
+   * The latest counters and gauges this thread already holds (never waits for the engine's thread), or
+   * undefined when the engine is not running. Info and health answer from it: a busy engine is not a dead one.
+   */
+  snapshot?(): EngineStats | undefined;
   /** Called once if the engine dies. */
   onFatal: ((err: Error) => void) | undefined;
   /**
@@ -116,6 +121,10 @@ export class LocalEngine implements EngineHandle {
   }
 
   async stats(): Promise<EngineStats> {
+    return this.engine.stats();
+  }
+
+  snapshot(): EngineStats | undefined {
     return this.engine.stats();
   }
 

@@ -76,7 +76,7 @@ describe("decodeImage", () => {
     const png = await source().png().toBuffer();
     const e = await failure(decodeImage(png, { ...LIMITS, maxBytes: 100 }, "img"));
     expect([e.kind, e.message]).toEqual([
-      "resource_exhausted",
+      "invalid_argument",
       `img: ${png.length} encoded bytes is over the limit of 100`,
     ]);
     expect((await failure(decodeImage(new Uint8Array(0), LIMITS, "img"))).message).toBe("img: empty image data");

@@ -11,7 +11,7 @@
  */
 
 import sharp from "sharp";
-import { exhausted, invalid, PreprocessError } from "../errors";
+import { invalid, overLimit, PreprocessError } from "../errors";
 import type { RgbImage } from "./rgb-image";
 
 /** Size limits for one image. */
@@ -36,7 +36,7 @@ export interface DecodedImage extends RgbImage {
 export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, field = "image"): Promise<DecodedImage> {
   if (bytes.length === 0) throw invalid(`${field}: empty image data`);
   if (bytes.length > limits.maxBytes) {
-    throw exhausted(`${field}: ${bytes.length} encoded bytes is over the limit of ${limits.maxBytes}`);
+    throw overLimit(`${field}: ${bytes.length} encoded bytes is over the limit of ${limits.maxBytes}`);
   }
   const input = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let meta: sharp.Metadata;
@@ -48,7 +48,8 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, field 
     if (/unsupported image format/i.test(msg)) {
       throw invalid(`${field}: unsupported or unrecognised image format (accepted: JPEG, PNG, WebP, GIF, AVIF, TIFF)`);
     }
-    throw invalid(`${field}: corrupt image (${msg})`);
+    // NOTE: the decoder's own words (libvips internals) go to the log only.
+    throw new PreprocessError("invalid_argument", `${field}: corrupt image`, msg);
   }
   const format = meta.format;
   if (!FORMATS.has(format) || (format === "heif" && meta.compression !== "av1")) {
@@ -59,10 +60,10 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, field 
   const height = meta.pageHeight ?? meta.height;
   if (!width || !height) throw invalid(`${field}: corrupt image (no dimensions in the header)`);
   if (width > limits.maxDimension || height > limits.maxDimension) {
-    throw exhausted(`${field}: ${width}x${height} is over the limit of ${limits.maxDimension} px per side`);
+    throw overLimit(`${field}: ${width}x${height} is over the limit of ${limits.maxDimension} px per side`);
   }
   if (width * height > limits.maxPixels) {
-    throw exhausted(`${field}: ${width}x${height} = ${width * height} pixels is over the limit of ${limits.maxPixels}`);
+    throw overLimit(`${field}: ${width}x${height} = ${width * height} pixels is over the limit of ${limits.maxPixels}`);
   }
   let data: Buffer;
   let info: sharp.OutputInfo;
@@ -94,7 +95,7 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, field 
         .toBuffer({ resolveWithObject: true }));
     }
   } catch (err) {
-    throw invalid(`${field}: corrupt image (${(err as Error).message})`);
+    throw new PreprocessError("invalid_argument", `${field}: corrupt image`, (err as Error).message);
   }
   if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
     throw new PreprocessError("internal", `${field}: decoder returned ${info.channels} channels for ${format}`);

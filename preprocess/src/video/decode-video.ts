@@ -11,8 +11,9 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { exhausted, invalid, PreprocessError, throwIfAborted } from "../errors";
+import { invalid, overLimit, PreprocessError, throwIfAborted } from "../errors";
 import type { RgbImage } from "../image/rgb-image";
+import { ACCEPTED_CONTAINERS, demuxerArgs, sniffContainer, type VideoDemuxer } from "./container";
 import { startFfmpeg } from "./ffmpeg";
 import { sampleFrameIndices } from "./sample";
 
@@ -77,10 +78,10 @@ export function parseProbe(stderr: string, field: string): VideoInfo {
   return { width: Number(size[1]), height: Number(size[2]), avgFps, frameCount, durationSec };
 }
 
-type Input = { kind: "pipe"; bytes: Uint8Array } | { kind: "file"; path: string };
+type Input = ({ kind: "pipe"; bytes: Uint8Array } | { kind: "file"; path: string }) & { demuxer: VideoDemuxer };
 
 function inputArgs(input: Input): string[] {
-  return ["-noautorotate", "-i", input.kind === "pipe" ? "pipe:0" : input.path];
+  return ["-noautorotate", ...demuxerArgs(input.demuxer, input)];
 }
 
 async function probe(input: Input, opts: VideoOptions, field: string): Promise<VideoInfo> {
@@ -104,9 +105,13 @@ export async function* decodeVideo(bytes: Uint8Array, opts: VideoOptions): Async
   const field = opts.field ?? "video";
   if (bytes.length === 0) throw invalid(`${field}: empty video data`);
   if (bytes.length > opts.maxBytes) {
-    throw exhausted(`${field}: ${bytes.length} bytes is over the limit of ${opts.maxBytes}`);
+    throw overLimit(`${field}: ${bytes.length} bytes is over the limit of ${opts.maxBytes}`);
   }
-  let input: Input = { kind: "pipe", bytes };
+  // The container is decided from the bytes; anything else (playlists, manifests, scripts that name other
+  // files or URLs) never reaches ffmpeg.
+  const demuxer = sniffContainer(bytes);
+  if (!demuxer) throw invalid(`${field}: not a supported video container (accepted: ${ACCEPTED_CONTAINERS})`);
+  let input: Input = { kind: "pipe", bytes, demuxer };
   let tmpDir: string | undefined;
   try {
     let info: VideoInfo | undefined;
@@ -121,16 +126,16 @@ export async function* decodeVideo(bytes: Uint8Array, opts: VideoOptions): Async
       tmpDir = await mkdtemp(join(tmpdir(), "preprocess-video-"));
       const path = join(tmpDir, "input");
       await writeFile(path, bytes, { mode: 0o600 });
-      input = { kind: "file", path };
+      input = { kind: "file", path, demuxer };
       info = await probe(input, opts, field);
     }
     if (info.durationSec > opts.maxDurationSec) {
-      throw exhausted(
+      throw overLimit(
         `${field}: video is ${info.durationSec.toFixed(1)} s long, over the limit of ${opts.maxDurationSec} s`,
       );
     }
     if (info.width * info.height > opts.maxFramePixels) {
-      throw exhausted(
+      throw overLimit(
         `${field}: frames of ${info.width}x${info.height} are over the limit of ${opts.maxFramePixels} pixels`,
       );
     }

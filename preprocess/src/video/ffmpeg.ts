@@ -3,9 +3,10 @@
  * so no ffmpeg process outlives the request that started it.
  */
 
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { createRequire } from "node:module";
+import { delimiter, join } from "node:path";
 import { abortError, PreprocessError } from "../errors";
 
 /** npm packages that may ship an ffmpeg binary, in order of preference. */
@@ -30,25 +31,51 @@ function packageBinary(name: string): string | undefined {
   }
 }
 
+/** `ffmpeg` in the directories of `pathEnv` (a PATH value), if any is executable. */
+export function ffmpegOnPath(pathEnv: string | undefined): string | undefined {
+  for (const dir of (pathEnv ?? "").split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, "ffmpeg");
+    if (isExecutable(candidate)) return candidate;
+  }
+  return undefined;
+}
+
 /**
- * The ffmpeg binary to use: `explicitPath` (FFMPEG_PATH) when it is executable, else the first npm
- * package in `packages` whose binary exists. Throws "ffmpeg not found" listing what was tried.
+ * The ffmpeg binary to use: `explicitPath` (FFMPEG_PATH) when it is executable, else `ffmpeg` on `pathEnv`
+ * (the system's, kept up to date by its package manager: it decodes untrusted input), else the first npm
+ * package in `packages` whose binary exists (a static build, the fallback for a bare machine). Throws
+ * "ffmpeg not found" listing what was tried.
  */
 export function resolveFfmpegPath(
   explicitPath: string | undefined,
   packages: readonly string[] = FFMPEG_PACKAGES,
+  pathEnv?: string,
 ): string {
   const tried: string[] = [];
   if (explicitPath) {
     if (isExecutable(explicitPath)) return explicitPath;
     tried.push(`FFMPEG_PATH=${explicitPath} (not an executable file)`);
   }
+  const system = ffmpegOnPath(pathEnv);
+  if (system) return system;
+  tried.push("ffmpeg on PATH (none)");
   for (const name of packages) {
     const path = packageBinary(name);
     if (path && isExecutable(path)) return path;
     tried.push(path ? `${name} (${path} missing)` : `${name} (not installed)`);
   }
   throw new PreprocessError("unavailable", `ffmpeg not found; tried ${tried.join(", ")}`);
+}
+
+/** The first line of `ffmpeg -version` ("ffmpeg version 5.1.6-0+deb12u1 ..."), for the start-up log. */
+export function ffmpegVersion(ffmpeg: string): string {
+  try {
+    const out = execFileSync(ffmpeg, ["-hide_banner", "-version"], { encoding: "utf8", timeout: 10_000 });
+    return /ffmpeg version (\S+)/.exec(out)?.[1] ?? (out.split("\n")[0] ?? "").trim();
+  } catch (err) {
+    return `unknown (${(err as Error).message})`;
+  }
 }
 
 /** Options for one ffmpeg run. */
@@ -107,7 +134,13 @@ export function startFfmpeg(run: FfmpegRun): FfmpegProcess {
   );
   const exited = new Promise<number | null>((resolve, reject) => {
     child.once("error", (err) => {
-      reject(new PreprocessError("unavailable", `cannot run ffmpeg at ${run.ffmpeg}: ${err.message}`));
+      reject(
+        new PreprocessError(
+          "unavailable",
+          "video decoding is unavailable on this server",
+          `cannot run ffmpeg at ${run.ffmpeg}: ${err.message}`,
+        ),
+      );
     });
     child.once("close", (code) => resolve(code));
   }).finally(() => {
@@ -118,8 +151,13 @@ export function startFfmpeg(run: FfmpegRun): FfmpegProcess {
   const done = exited.then((code) => {
     if (killedFor) throw killedFor;
     if (code !== 0) {
+      // NOTE: ffmpeg's stderr names paths and parser internals: it goes to the log (detail), never to the client.
       const tail = stderr.trim().split("\n").slice(-3).join(" | ");
-      throw new PreprocessError("invalid_argument", `ffmpeg could not decode the video (exit ${code}): ${tail}`);
+      throw new PreprocessError(
+        "invalid_argument",
+        "the video could not be decoded (corrupt data or an unsupported codec)",
+        `ffmpeg exit ${code}: ${tail}`,
+      );
     }
     return stderr;
   });
