@@ -152,4 +152,23 @@ describe("the Hugging Face hub cache", () => {
     expect(await readRef(cacheDir, REPO, SHA1)).toBe(SHA1);
     expect(readlinkSync(join(dir, SHARD1))).toBe(`../../blobs/${sha256(join(miniDir, SHARD1))}`);
   });
+
+  it("two files with the same content share one blob, fetched once", async () => {
+    const same = join(root, "same.txt");
+    writeFileSync(same, "identical\n");
+    const dupHub = await FakeHub.start({
+      [REPO]: { sha: SHA1, files: { ...files(), "vocab.json": same, "merges.txt": same } },
+    });
+    try {
+      const dir = await snapshot(newCache(), { endpoint: dupHub.endpoint });
+      const blob = `../../blobs/${gitBlobId(same)}`;
+      expect(readlinkSync(join(dir, "vocab.json"))).toBe(blob);
+      expect(readlinkSync(join(dir, "merges.txt"))).toBe(blob);
+      expect(readFileSync(join(dir, "merges.txt"), "utf8")).toBe("identical\n");
+      const fetched = dupHub.log.filter((r) => r.file === "vocab.json" || r.file === "merges.txt");
+      expect(fetched).toHaveLength(1);
+    } finally {
+      await dupHub.close();
+    }
+  });
 });

@@ -435,14 +435,31 @@ export async function ensureHubSnapshot(opts: HubDownloadOptions): Promise<strin
     ctx.onProgress({ event: "plan", repo, commit: sha, files: plan.files });
     const repoDir = join(cacheDir, repoFolder(repo));
     const byName = new Map(siblings.map((s) => [s.name, s]));
+    // NOTE: two files with the same content share one blob: the second waits for the first, then only links.
+    const placing = new Map<string, Promise<unknown>>();
     const place = async (name: string, fileSignal: AbortSignal) => {
       const s = byName.get(name);
+      const blob = s?.lfsSha256 ?? s?.blobId ?? null;
+      const before = blob ? placing.get(blob) : undefined;
+      const run = (async () => {
+        await before?.catch(() => {});
+        await placeOne(name, s, blob, fileSignal);
+      })();
+      if (blob) placing.set(blob, run);
+      await run;
+    };
+    const placeOne = async (
+      name: string,
+      s: (typeof siblings)[number] | undefined,
+      blob: string | null,
+      fileSignal: AbortSignal,
+    ) => {
       await placeSnapshotFile(
         repoDir,
         sha,
         {
           name,
-          blob: s?.lfsSha256 ?? s?.blobId ?? null,
+          blob,
           size: s?.size ?? null,
           url: `${endpoint}/${repo}/resolve/${sha}/${encodeURIComponent(name)}`,
         },
