@@ -23,6 +23,12 @@ export interface PreprocessConfig {
   readonly modelDir: string;
   /** PREPROCESS_WORKERS: media worker threads (0 = inline). Default min(4, available cores), at least 1. */
   readonly workers: number;
+  /** MEDIA_QUEUE_MAX: media tasks (images, video frames) waiting for a worker; more are refused (429). Default 1024. */
+  readonly mediaQueueMax: number;
+  /** MAX_CONCURRENT_VIDEOS: videos decoded at once (ffmpeg runs). Default 2. */
+  readonly maxConcurrentVideos: number;
+  /** MAX_QUEUED_VIDEOS: videos waiting for a decode slot; more are refused (429). Default 16. */
+  readonly maxQueuedVideos: number;
   /** MAX_MESSAGE_BYTES: largest gRPC message in either direction. Default 256 MiB. */
   readonly maxMessageBytes: number;
   /** MAX_IMAGE_BYTES: largest encoded image. Default 20 MiB. */
@@ -107,6 +113,9 @@ export function parseConfig(env: Record<string, string | undefined> = process.en
     metricsHost: env.PREPROCESS_METRICS_HOST || "127.0.0.1",
     modelDir: env.MODEL_DIR || `${REPO_ROOT}.cache/checkpoints/tiny-a`,
     workers: intVar(env, "PREPROCESS_WORKERS", Math.max(1, Math.min(4, availableParallelism())), 0),
+    mediaQueueMax: intVar(env, "MEDIA_QUEUE_MAX", 1024, 1),
+    maxConcurrentVideos: intVar(env, "MAX_CONCURRENT_VIDEOS", 2, 1),
+    maxQueuedVideos: intVar(env, "MAX_QUEUED_VIDEOS", 16, 0),
     maxMessageBytes: intVar(env, "MAX_MESSAGE_BYTES", 256 * MiB, 4 * MiB),
     maxImageBytes: intVar(env, "MAX_IMAGE_BYTES", 20 * MiB, 1),
     maxImagePixels: intVar(env, "MAX_IMAGE_PIXELS", 40_000_000, 1),

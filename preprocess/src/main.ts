@@ -18,6 +18,7 @@ import { registerPreprocessService } from "./service";
 import { type TokenizerSource, WorkerTextRunner } from "./text-runner";
 import { buildTokenizerFiles, createTokenizer, loadTokenizer, type Tokenizer } from "./tokenizer";
 import { ffmpegVersion, resolveFfmpegPath } from "./video/ffmpeg";
+import { VideoSlots } from "./video/video-slots";
 
 const config = parseConfig();
 const log = pino({ level: config.logLevel, base: { service: "preprocess" }, mixin: traceLogFields });
@@ -57,11 +58,12 @@ async function main(): Promise<void> {
   } catch (err) {
     log.warn({ err: (err as Error).message }, "video input disabled until ffmpeg is available");
   }
-  const media = createMediaRunner(config.workers);
+  const media = createMediaRunner(config.workers, config.mediaQueueMax);
   const deps = {
     tokenizer,
     text,
     media,
+    videoSlots: new VideoSlots(config.maxConcurrentVideos, config.maxQueuedVideos),
     defaults,
     ffmpegPath,
     tracer: telemetry.tracing ? telemetry.tracer : undefined,

@@ -3,12 +3,16 @@
  * one large image does not stall other requests. With 0 workers the tasks run inline.
  *
  *   prepare() ──run(task)──► queue ──► idle worker ──postMessage──► processMedia() ──► slices (transferred)
+ *
+ * Two queues: still images go before video frames, so a few long videos cannot starve the images of other
+ * requests; together they hold at most `maxQueued` tasks (MEDIA_QUEUE_MAX), past which a task is refused as
+ * capacity (RESOURCE_EXHAUSTED, 429) instead of waiting without end.
  */
 
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
-import { abortError, PreprocessError, type PreprocessErrorKind } from "./errors";
+import { abortError, exhausted, PreprocessError, type PreprocessErrorKind } from "./errors";
 import { type MediaTask, processMedia, type SlicedMedia } from "./media";
 
 /** Something that runs media tasks. */
@@ -65,23 +69,33 @@ function bootstrap(): string {
 /** A fixed-size pool of worker threads. */
 export class WorkerPool implements MediaRunner {
   private readonly slots: Slot[] = [];
+  /** Still images (encoded tasks): served first. */
   private readonly queue: Job[] = [];
+  /** Video frames (decoded RGB tasks). */
+  private readonly frames: Job[] = [];
   private nextId = 1;
   private closed = false;
 
-  constructor(readonly size: number) {
+  constructor(
+    readonly size: number,
+    /** Most tasks waiting for a worker (both queues). */
+    readonly maxQueued = Number.POSITIVE_INFINITY,
+  ) {
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`worker pool size must be >= 1, got ${size}`);
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
   }
 
   /** Tasks waiting for a worker. */
   get queued(): number {
-    return this.queue.length;
+    return this.queue.length + this.frames.length;
   }
 
   run(task: MediaTask, signal?: AbortSignal): Promise<SlicedMedia> {
     if (this.closed) return Promise.reject(new PreprocessError("unavailable", "the media worker pool is closed"));
     if (signal?.aborted) return Promise.reject(abortError(signal));
+    if (this.queued >= this.maxQueued) {
+      return Promise.reject(exhausted(`the media queue is full (${this.maxQueued} tasks waiting); retry later`));
+    }
     // NOTE: copy encoded bytes that are views into a larger buffer (a whole gRPC request):
     // structured clone would otherwise copy the entire underlying buffer into the worker.
     // Uint8Array.prototype.slice copies even for a Buffer, whose own slice() is a view: transferring a view's
@@ -109,21 +123,24 @@ export class WorkerPool implements MediaRunner {
         reject,
         signal,
         onAbort: () => {
-          const i = this.queue.indexOf(job);
-          if (i >= 0) this.queue.splice(i, 1);
+          for (const q of [this.queue, this.frames]) {
+            const i = q.indexOf(job);
+            if (i >= 0) q.splice(i, 1);
+          }
           // A running task cannot be interrupted; its result is dropped when it arrives.
           reject(abortError(signal as AbortSignal));
         },
       };
       signal?.addEventListener("abort", job.onAbort, { once: true });
-      this.queue.push(job);
+      (t.kind === "encoded" ? this.queue : this.frames).push(job);
       this.dispatch();
     });
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const job of this.queue.splice(0)) this.finish(job, new PreprocessError("unavailable", "pool closed"));
+    for (const job of [...this.queue.splice(0), ...this.frames.splice(0)])
+      this.finish(job, new PreprocessError("unavailable", "pool closed"));
     await Promise.all(
       this.slots.map(async (s) => {
         if (s.job) this.finish(s.job, new PreprocessError("unavailable", "pool closed"));
@@ -164,7 +181,7 @@ export class WorkerPool implements MediaRunner {
   private dispatch(): void {
     for (const slot of this.slots) {
       if (slot.job) continue;
-      const job = this.queue.shift();
+      const job = this.queue.shift() ?? this.frames.shift();
       if (!job) return;
       slot.job = job;
       slot.worker.ref();
@@ -180,6 +197,6 @@ export class WorkerPool implements MediaRunner {
 }
 
 /** A pool of `workers` threads, or an inline runner for 0. */
-export function createMediaRunner(workers: number): MediaRunner {
-  return workers > 0 ? new WorkerPool(workers) : new InlineRunner();
+export function createMediaRunner(workers: number, maxQueued?: number): MediaRunner {
+  return workers > 0 ? new WorkerPool(workers, maxQueued) : new InlineRunner();
 }

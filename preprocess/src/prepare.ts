@@ -32,6 +32,7 @@ import type {
 } from "./types";
 import { decodeVideo } from "./video/decode-video";
 import { uniformSubset } from "./video/sample";
+import type { VideoSlots } from "./video/video-slots";
 
 /** Service-wide limits (config.ts documents each with its env var). */
 export interface PrepareLimits {
@@ -82,6 +83,8 @@ export interface PrepareDeps {
   readonly fetchMedia?: MediaFetcher | undefined;
   /** Set when tracing is on: spans per stage, children of the active span (the Prepare call's). */
   readonly tracer?: Tracer | undefined;
+  /** Bounds the videos decoded at once (ffmpeg runs); default: no bound (tests, tools). */
+  readonly videoSlots?: VideoSlots | undefined;
   /** Where tokenizing runs (a worker thread in the service); default: inline with `tokenizer`. */
   readonly text?: TextRunner | undefined;
 }
@@ -444,6 +447,25 @@ async function videoJob(
   }
   const bytes = await sourceBytes(source, field, limits.maxVideoBytes, deps, signal, rt);
   const ffmpegPath = deps.ffmpegPath();
+  const release = deps.videoSlots ? await deps.videoSlots.acquire(signal) : undefined;
+  try {
+    return await decodeFrames(bytes, ffmpegPath, field, opts, deps, signal, rt, frameItem);
+  } finally {
+    release?.();
+  }
+}
+
+async function decodeFrames(
+  bytes: Uint8Array,
+  ffmpegPath: string,
+  field: string,
+  opts: Resolved,
+  deps: PrepareDeps,
+  signal: AbortSignal,
+  rt: RequestTrace | undefined,
+  frameItem: (sliced: SlicedMedia) => Item,
+): Promise<Item[]> {
+  const { limits } = deps;
   const tasks: Promise<SlicedMedia>[] = [];
   // One span over the ffmpeg pass; the frames' slice spans come from the workers' timings.
   const sampleSpan = rt?.start(SPAN.video, { "media.field": field, "media.bytes": bytes.length });

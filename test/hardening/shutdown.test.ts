@@ -19,7 +19,9 @@ describe("the edge drains on SIGTERM", () => {
     await stopStackChecked(stack);
   });
 
-  it("stops accepting, lets a stream finish within the grace, ends a longer one with an error event and [DONE]", async () => {
+  it("stops accepting, lets a stream finish within the grace, ends a longer one with an error event and [DONE]", {
+    timeout: 400_000,
+  }, async () => {
     stack = await startStack({ edgeEnv: { SHUTDOWN_GRACE_MS: "4000" } });
     const url = stack.edgeUrl;
     // A stream that outlives the grace period, and one that fits in it.
@@ -57,7 +59,7 @@ describe("a stream with no token for STREAM_STALL_TIMEOUT_MS", () => {
     await stopStackChecked(stack);
   });
 
-  it("ends with an error event and [DONE] when its replica stops answering", async () => {
+  it("ends with an error event and [DONE] when its replica stops answering", { timeout: 400_000 }, async () => {
     stack = await startStack({ edgeEnv: { STREAM_STALL_TIMEOUT_MS: "3000", GPU_EJECT_AFTER_FAILURES: "1000" } });
     const gpu = stack.gpus[0] as NonNullable<Stack["gpus"][0]>;
     const call = chat(stack.edgeUrl, { messages: user("go"), max_tokens: 30_000, ignore_eos: true, stream: true });

