@@ -19,7 +19,14 @@ export function applyTokenMask(logits: Float32Array, mask: Int32Array): void {
       logits.fill(Number.NEGATIVE_INFINITY, base, base + end);
       continue;
     }
-    for (let b = 0; b < end; b++) if (((bits >>> b) & 1) === 0) logits[base + b] = Number.NEGATIVE_INFINITY;
+    // Visit only the clear bits: lowest set bit of the complement, then drop it.
+    let off = ~bits;
+    if (end < 32) off &= (1 << end) - 1;
+    while (off !== 0) {
+      const b = 31 - Math.clz32(off & -off);
+      logits[base + b] = Number.NEGATIVE_INFINITY;
+      off &= off - 1;
+    }
   }
   if (words * 32 < n) logits.fill(Number.NEGATIVE_INFINITY, words * 32);
 }
