@@ -13,6 +13,7 @@ import type { RunnableToolFunctionWithParse } from "openai/lib/RunnableFunction"
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { type Stack, startStack, stopStackChecked } from "./helpers/stack";
+import { makeMp4 } from "./web-chat-scenario";
 
 const MODEL = "tiny-a";
 const SEEDS = [1, 2, 3, 4, 5, 6, 7, 8];
@@ -76,8 +77,9 @@ describe("structured outputs and tools with the openai client against the real s
     }
   });
 
-  it("regex, choice, EBNF and json_object hold for every seed, with an image, logprobs and a stop string", async () => {
+  it("regex, choice, EBNF and json_object hold for every seed, with an image, a video, logprobs and a stop string", async () => {
     const image = { type: "image_url" as const, image_url: { url: pngUrl("img_097x131") } };
+    const video = `data:video/mp4;base64,${makeMp4(1).toString("base64")}`;
     for (const seed of SEEDS.slice(0, 5)) {
       const base = { model: MODEL, temperature: 1, seed, max_tokens: 120 };
       const re = await client.chat.completions.create({
@@ -96,6 +98,24 @@ describe("structured outputs and tools with the openai client against the real s
         n: 3,
       } as OpenAI.ChatCompletionCreateParamsNonStreaming);
       for (const c of ch.choices) expect(["positive", "negative", "neutral"]).toContain(c.message.content);
+      if (seed === SEEDS[0]) {
+        const vid = await client.chat.completions.create({
+          ...base,
+          messages: [
+            {
+              role: "user",
+              content: [
+                { type: "video_url", video_url: { url: video } },
+                { type: "text", text: "Indoors?" },
+              ] as unknown as OpenAI.ChatCompletionContentPart[],
+            },
+          ],
+          guided_choice: ["yes", "no"],
+        } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+        expect(["yes", "no"]).toContain(vid.choices[0]?.message.content);
+        const details = vid.usage?.prompt_tokens_details as { video_tokens?: number } | undefined;
+        expect(details?.video_tokens).toBeGreaterThan(0);
+      }
       const g = await client.completions.create({
         ...base,
         prompt: "Sum:",
