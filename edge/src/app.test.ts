@@ -247,7 +247,7 @@ describe("POST /v1/chat/completions (non-streaming)", () => {
 
 describe("validation", () => {
   const cases: [string, unknown, string, RegExp][] = [
-    ["unknown role", { messages: [{ role: "tool", content: "x" }] }, "messages[0].role", /expected one of/],
+    ["unknown role", { messages: [{ role: "function", content: "x" }] }, "messages[0].role", /expected one of/],
     ["wrong type", { ...hello, temperature: "hot" }, "temperature", /expected number/],
     ["out of range", { ...hello, top_p: 1.5 }, "top_p", /<=1/],
     ["n above MAX_N", { ...hello, n: 9 }, "n", /<=8/],
@@ -311,12 +311,41 @@ describe("validation", () => {
       /stream=true/,
     ],
     [
-      "json response_format",
-      { ...hello, response_format: { type: "json_object" } },
-      "response_format",
-      /not supported/,
+      "json_schema response_format without a schema",
+      { ...hello, response_format: { type: "json_schema", json_schema: { name: "x" } } },
+      "response_format.json_schema.schema",
+      /JSON Schema is required/,
     ],
-    ["tools", { ...hello, tools: [{ type: "function" }] }, "tools", /not supported/],
+    ["a tool without a function", { ...hello, tools: [{ type: "function" }] }, "tools[0].function", /expected object/],
+    [
+      "legacy functions",
+      { ...hello, functions: [{ name: "f", parameters: {} }] },
+      "functions",
+      /deprecated; use tools.*not supported/,
+    ],
+    [
+      "a named tool_choice that is not a tool",
+      {
+        ...hello,
+        tools: [{ type: "function", function: { name: "f" } }],
+        tool_choice: { type: "function", function: { name: "g" } },
+      },
+      "tool_choice.function.name",
+      /not one of the tools/,
+    ],
+    [
+      "two constraints",
+      { ...hello, response_format: { type: "json_object" }, guided_regex: "a+" },
+      "guided_regex",
+      /only one constraint per request \(response_format is also set\)/,
+    ],
+    [
+      "beam search with a grammar",
+      { ...hello, use_beam_search: true, guided_choice: ["a", "b"] },
+      "use_beam_search",
+      /beam search cannot be combined with constrained decoding \(guided_choice\)/,
+    ],
+    ["guided_json that is not JSON", { ...hello, guided_json: "{nope" }, "guided_json", /not valid JSON/],
     ["min_tokens above max_tokens", { ...hello, max_tokens: 2, min_tokens: 3 }, "min_tokens", /<= max_tokens \(2\)/],
     [
       "max_slice_nums 0",
@@ -328,7 +357,6 @@ describe("validation", () => {
     ["negative repetition_penalty", { ...hello, repetition_penalty: 0 }, "repetition_penalty", />0/],
     ["a logit_bias key that is no token id", { ...hello, logit_bias: { abc: 1 } }, "logit_bias.abc", /token ids/],
     ["a logit_bias above 100", { ...hello, logit_bias: { "5": 101 } }, "logit_bias.5", /<=100/],
-    ["guided_json", { ...hello, guided_json: { type: "object" } }, "guided_json", /guided decoding.*not supported/],
     ["prompt_logprobs", { ...hello, prompt_logprobs: 1 }, "prompt_logprobs", /not supported/],
     [
       "include_stop_str_in_output",

@@ -13,6 +13,8 @@ import type {
 } from "./backends/types";
 import { EdgeError } from "./errors";
 import type { ChatRequest, ContentPartJson } from "./schemas";
+import { checkStructuredInterplay, type StructuredPlan, structuredPlan } from "./structured-request";
+import { type ToolPlan, toolCallsText, toolPlan, toolResponseText, toolsPrompt } from "./tools";
 
 /** Limits that come from configuration. */
 export interface RequestLimits {
@@ -34,6 +36,10 @@ export interface ChatPlan {
   maxTokens: number | undefined;
   images: number;
   videos: number;
+  /** Constrained decoding, and the field it came from (tool_choice for required/named tools). */
+  structured: StructuredPlan | undefined;
+  /** Tools in use (not "none"). */
+  tools: ToolPlan | undefined;
 }
 
 /** The reference's non-sampling preset (MiniCPM-V chat(sampling=False)): 3 beams, repetition penalty 1.2. */
@@ -136,10 +142,6 @@ function partOf(p: ContentPartJson, param: string): ContentPart {
 }
 
 function unsupported(req: ChatRequest): void {
-  if (req.response_format && req.response_format.type !== "text") {
-    throw bad("response_format", `type "${req.response_format.type}" is not supported (only "text")`);
-  }
-  if (req.tools && req.tools.length > 0) throw bad("tools", "tool calling is not supported");
   if (req.continue_final_message) throw bad("continue_final_message", "continue_final_message is not supported");
   if (req.stream_options && !req.stream) throw bad("stream_options", "stream_options is only allowed with stream=true");
   if (req.top_logprobs && !req.logprobs) throw bad("top_logprobs", "top_logprobs needs logprobs=true");
@@ -212,24 +214,60 @@ export function samplingParams(req: SamplingRequest, maxTokens: number | undefin
 /** Builds the Prepare and Generate inputs of a validated request; throws a 400 EdgeError naming the field. */
 export function planChat(req: ChatRequest, limits: RequestLimits): ChatPlan {
   unsupported(req);
+  const tools = toolPlan(req);
+  let structured = structuredPlan(req);
+  if (tools?.structured) {
+    if (structured) throw bad("tool_choice", `tool_choice "${tools.mode}" cannot be combined with ${structured.param}`);
+    structured = { spec: tools.structured, param: "tool_choice" };
+  }
+  if (structured) checkStructuredInterplay(structured, req);
   let images = 0;
   let videos = 0;
-  const messages: ChatMessage[] = req.messages.map((m, i) => {
+  const messages: ChatMessage[] = [];
+  for (const [i, m] of req.messages.entries()) {
     const role = m.role === "developer" ? "system" : m.role;
     const content = m.content ?? "";
     const parts: ContentPart[] =
       typeof content === "string"
-        ? [{ kind: "text", text: content }]
+        ? content === "" && role !== "user"
+          ? []
+          : [{ kind: "text", text: content }]
         : content.map((p, j) => partOf(p, `messages[${i}].content[${j}]`));
     for (const p of parts) {
       if (p.kind === "image") images++;
       if (p.kind === "video") videos++;
     }
-    if (role === "system" && parts.some((p) => p.kind !== "text")) {
-      throw bad(`messages[${i}].content`, "a system message may only contain text");
+    if ((role === "system" || role === "tool") && parts.some((p) => p.kind !== "text")) {
+      throw bad(`messages[${i}].content`, `a ${role} message may only contain text`);
     }
-    return { role, parts };
-  });
+    if (role === "tool") {
+      // Tool results go back as a user turn of <tool_response> blocks; consecutive ones share the turn.
+      const text = toolResponseText(parts.map((p) => (p.kind === "text" ? p.text : "")).join(""));
+      const prev = messages.at(-1);
+      if (prev && prev.role === "user" && req.messages[i - 1]?.role === "tool")
+        prev.parts.push({ kind: "text", text: `\n${text}` });
+      else messages.push({ role: "user", parts: [{ kind: "text", text }] });
+      continue;
+    }
+    if (m.tool_calls && m.tool_calls.length > 0) {
+      if (role !== "assistant") throw bad(`messages[${i}].tool_calls`, "only assistant messages carry tool_calls");
+      const calls = toolCallsText(m.tool_calls, `messages[${i}].tool_calls`);
+      parts.push({ kind: "text", text: parts.length > 0 ? `\n${calls}` : calls });
+    }
+    if (parts.length === 0) parts.push({ kind: "text", text: "" });
+    messages.push({ role, parts });
+  }
+  if (tools) {
+    // The tools go at the end of the system prompt (the template's default system prompt when there is none).
+    const first = messages[0];
+    const section = toolsPrompt(tools.tools);
+    if (first?.role === "system") first.parts.push({ kind: "text", text: `\n\n${section}` });
+    else
+      messages.unshift({
+        role: "system",
+        parts: [{ kind: "text", text: `You are a helpful assistant.\n\n${section}` }],
+      });
+  }
   if (images > limits.maxImagesPerRequest) {
     throw bad(
       "messages",
@@ -259,6 +297,7 @@ export function planChat(req: ChatRequest, limits: RequestLimits): ChatPlan {
   const params = samplingParams(req, maxTokens);
   params.logprobs = req.logprobs ?? false;
   params.topLogprobs = req.top_logprobs ?? 0;
+  if (structured) params.structured = structured.spec;
 
   if (req.use_beam_search) {
     // Beam search is the reference's sampling=False mode: deterministic, 3 beams, repetition penalty 1.2;
@@ -287,5 +326,7 @@ export function planChat(req: ChatRequest, limits: RequestLimits): ChatPlan {
     maxTokens,
     images,
     videos,
+    structured,
+    tools,
   };
 }

@@ -157,9 +157,9 @@ export class CompletionCollector {
       model,
       choices: this.choices.map((c, index) => ({
         index,
-        message: { role: "assistant" as const, content: c.text },
+        message: { role: "assistant" as const, content: c.text as string | null },
         logprobs: this.opts.logprobs ? { content: c.logprobs } : null,
-        finish_reason: c.finishReason ?? "stop",
+        finish_reason: (c.finishReason ?? "stop") as FinishReason | "tool_calls",
         stop_reason: c.stopReason,
       })),
       usage: usageJson(usage),
@@ -217,8 +217,13 @@ export class ChunkBuilder {
     );
   }
 
+  /** A tool-call fragment (`delta.tool_calls`): the call's id, type and name, or a piece of its arguments. */
+  toolCall(index: number, fragment: Record<string, unknown>, usage?: UsageJson) {
+    return this.chunk([{ index, delta: { tool_calls: [fragment] }, logprobs: null, finish_reason: null }], usage);
+  }
+
   /** The last chunk of one choice, with its finish reason. */
-  finish(index: number, reason: FinishReason, stopReason: string | number | null, usage?: UsageJson) {
+  finish(index: number, reason: FinishReason | "tool_calls", stopReason: string | number | null, usage?: UsageJson) {
     return this.chunk(
       [{ index, delta: { content: "" }, logprobs: null, finish_reason: reason, stop_reason: stopReason }],
       usage,

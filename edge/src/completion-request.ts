@@ -6,6 +6,7 @@ import type { GenerationParams, PrepareInput } from "./backends/types";
 import { bad, samplingParams } from "./chat-request";
 import { EdgeError } from "./errors";
 import type { CompletionRequest, PromptBatch } from "./schemas";
+import { checkStructuredInterplay, type StructuredPlan, structuredPlan } from "./structured-request";
 
 /** OpenAI's and vLLM's default `max_tokens` for completions (chat has none: the context is the limit). */
 export const DEFAULT_COMPLETION_MAX_TOKENS = 16;
@@ -27,6 +28,8 @@ export interface CompletionPlan {
   /** With include_usage, every chunk carries the usage so far (vLLM's continuous_usage_stats). */
   continuousUsage: boolean;
   priority: number;
+  /** Constrained decoding, and the field it came from. */
+  structured: StructuredPlan | undefined;
 }
 
 /** Builds the plan of a validated request; throws a 400 EdgeError naming the field. */
@@ -45,8 +48,11 @@ export function planCompletion(req: CompletionRequest): CompletionPlan {
   }
   const explicit = req.max_tokens ?? undefined;
   const maxTokens = explicit ?? DEFAULT_COMPLETION_MAX_TOKENS;
+  const structured = structuredPlan(req);
+  if (structured) checkStructuredInterplay(structured, req);
   const params = samplingParams(req, maxTokens);
   if (explicit === undefined) delete params.maxTokens;
+  if (structured) params.structured = structured.spec;
   if (req.logprobs != null) {
     params.logprobs = true;
     params.topLogprobs = req.logprobs;
@@ -62,6 +68,7 @@ export function planCompletion(req: CompletionRequest): CompletionPlan {
     includeUsage: req.stream_options?.include_usage ?? false,
     continuousUsage: req.stream_options?.continuous_usage_stats ?? false,
     priority: req.priority ?? 0,
+    structured,
   };
 }
 

@@ -21,6 +21,11 @@ export const INT32_MAX = 2_147_483_647;
 export const MAX_STOP_TOKEN_IDS = 64;
 /** Most logit_bias entries one request may carry (the gpu-service's own limit). */
 export const MAX_LOGIT_BIAS = 1024;
+/** Longest regex, grammar or structural tag accepted (compiles run on the engine's thread). */
+export const MAX_GRAMMAR_CHARS = 65_536;
+/** Most entries in a choice constraint, and the longest entry. */
+export const MAX_CHOICES = 256;
+export const MAX_CHOICE_CHARS = 4096;
 
 /** A token id as the wire carries it (uint32); the vocabulary is checked by the services. */
 export const tokenId = () => z.int().min(0).max(UINT32_MAX);
@@ -49,11 +54,74 @@ const part = z.preprocess(
 /** One content part (text, image_url or video_url). */
 export type ContentPartJson = z.infer<typeof part>;
 
+const toolCall = z.object({
+  id: z.string().nullish(),
+  type: z.literal("function").nullish(),
+  function: z.object({
+    name: z.string().min(1),
+    // OpenAI sends the arguments as JSON text; an object is accepted too.
+    arguments: z.union([z.string(), z.record(z.string(), z.unknown())]).nullish(),
+  }),
+});
+
+/** One tool call of an assistant message in the conversation. */
+export type ToolCallJson = z.infer<typeof toolCall>;
+
 const message = z.object({
-  role: z.enum(["system", "developer", "user", "assistant"]),
+  role: z.enum(["system", "developer", "user", "assistant", "tool"]),
   content: z.union([z.string(), z.array(part)]).nullish(),
   name: z.string().nullish(),
+  tool_calls: z.array(toolCall).nullish(),
+  tool_call_id: z.string().nullish(),
 });
+
+/** A JSON Schema: an object (checked by the grammar compiler) or a boolean. */
+const jsonSchema = z.union([z.record(z.string(), z.unknown()), z.boolean()]);
+
+/** OpenAI's response_format: text, json_object, or json_schema {name, schema, strict}. */
+const responseFormat = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("text") }),
+  z.object({ type: z.literal("json_object") }),
+  z.object({
+    type: z.literal("json_schema"),
+    json_schema: z.object({
+      name: z.string().max(64).nullish(),
+      description: z.string().nullish(),
+      schema: jsonSchema.nullish(),
+      strict: z.boolean().nullish(),
+    }),
+  }),
+]);
+
+const grammarText = () => z.string().min(1).max(MAX_GRAMMAR_CHARS);
+const choiceList = () => z.array(z.string().max(MAX_CHOICE_CHARS)).min(1).max(MAX_CHOICES);
+
+/** vLLM's structured_outputs (exactly one of its constraints). */
+const structuredOutputs = z.object({
+  json: z.union([jsonSchema, z.string()]).nullish(),
+  json_object: z.boolean().nullish(),
+  regex: grammarText().nullish(),
+  choice: choiceList().nullish(),
+  grammar: grammarText().nullish(),
+  structural_tag: grammarText().nullish(),
+});
+
+const functionDef = z.object({
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1 to 64 letters, digits, underscores, dots or dashes"),
+  description: z.string().nullish(),
+  parameters: z.record(z.string(), z.unknown()).nullish(),
+  strict: z.boolean().nullish(),
+});
+
+/** One entry of `tools`. */
+export type ToolJson = { type: "function"; function: z.infer<typeof functionDef> };
+
+const tool = z.object({ type: z.literal("function"), function: functionDef });
+
+const toolChoice = z.union([
+  z.enum(["none", "auto", "required"]),
+  z.object({ type: z.literal("function"), function: z.object({ name: z.string().min(1) }) }),
+]);
 
 const probability = z.number().min(0).max(1);
 
@@ -103,12 +171,14 @@ function samplingFields(limits: SchemaLimits) {
     ignore_eos: z.boolean().nullish(),
     min_tokens: count32(0).nullish(),
     priority: z.int().min(INT32_MIN).max(INT32_MAX).nullish(),
+    // Constrained decoding (vLLM's names; OpenAI's response_format).
+    response_format: responseFormat.nullish(),
+    structured_outputs: structuredOutputs.nullish(),
+    guided_json: z.union([jsonSchema, z.string()]).nullish(),
+    guided_regex: grammarText().nullish(),
+    guided_choice: choiceList().nullish(),
+    guided_grammar: grammarText().nullish(),
     // vLLM extras that are not implemented: a 400 naming them beats an answer that silently ignores them.
-    guided_json: refused("guided decoding (guided_json)"),
-    guided_regex: refused("guided decoding (guided_regex)"),
-    guided_choice: refused("guided decoding (guided_choice)"),
-    guided_grammar: refused("guided decoding (guided_grammar)"),
-    structured_outputs: refused("structured outputs"),
     prompt_logprobs: refused("prompt_logprobs"),
     include_stop_str_in_output: onlyValue(false, "include_stop_str_in_output=true"),
     skip_special_tokens: z.boolean().nullish(),
@@ -124,9 +194,12 @@ export function chatRequestSchema(limits: SchemaLimits) {
     max_completion_tokens: count32(1).nullish(),
     logprobs: z.boolean().nullish(),
     top_logprobs: z.int().min(0).max(20).nullish(),
-    response_format: z.object({ type: z.enum(["text", "json_object", "json_schema"]) }).nullish(),
-    tools: z.array(z.unknown()).nullish(),
-    tool_choice: z.unknown().optional(),
+    tools: z.array(tool).max(128).nullish(),
+    tool_choice: toolChoice.nullish(),
+    parallel_tool_calls: z.boolean().nullish(),
+    // OpenAI's deprecated function calling: refused rather than ignored (use tools / tool_choice).
+    functions: refused("functions (deprecated; use tools)"),
+    function_call: refused("function_call (deprecated; use tool_choice)"),
     stream_options: z
       .object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() })
       .nullish(),

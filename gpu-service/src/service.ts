@@ -16,6 +16,7 @@ import {
   type GenerateResponseSchema,
   GenerationService,
   Modality,
+  type StructuredOutput,
 } from "@minicpmv/proto";
 import {
   addService,
@@ -30,7 +31,14 @@ import {
 import { HealthService, ServingStatus } from "@minicpmv/proto/health";
 import type { Tracer } from "@opentelemetry/api";
 import type { EngineHandle } from "./engine/engine-handle";
-import type { EngineErrorKind, EngineEvent, EngineRequest, MediaInput, SamplingParams } from "./engine/types";
+import type {
+  EngineErrorKind,
+  EngineEvent,
+  EngineRequest,
+  MediaInput,
+  SamplingParams,
+  StructuredSpec,
+} from "./engine/types";
 import type { GpuMetrics } from "./metrics";
 import { recordRequestSpans, recordStep, traceLinkOf } from "./tracing";
 
@@ -123,6 +131,13 @@ export function toEngineRequest(req: GenerateRequest, id: string, limits: Servic
   }
   if (logitBias.size > MAX_LOGIT_BIAS)
     throw bad(`params.logit_bias: ${logitBias.size} entries, the limit is ${MAX_LOGIT_BIAS}`);
+  const structured = structuredSpec(p?.structured);
+  if (structured) {
+    if (beam) throw bad("params.structured: not supported with beam search (params.beam_width > 1)");
+    if (p?.ignoreEos) throw bad("params.ignore_eos: not supported with params.structured (the grammar ends the text)");
+    if (minTokens > 0)
+      throw bad("params.min_tokens: not supported with params.structured (the grammar decides where the text ends)");
+  }
   const temperature = beam ? 0 : range("temperature", p?.temperature ?? REFERENCE_DEFAULTS.temperature, 0, 100);
   const defaultPenalty = beam
     ? REFERENCE_DEFAULTS.beamRepetitionPenalty
@@ -150,6 +165,7 @@ export function toEngineRequest(req: GenerateRequest, id: string, limits: Servic
     logprobs: p?.logprobs ?? false,
     topLogprobs,
     logitBias,
+    structured,
   };
   const media: MediaInput[] = prompt.media.map((m, i) => {
     if (m.modality !== Modality.IMAGE && m.modality !== Modality.VIDEO)
@@ -174,6 +190,51 @@ export function toEngineRequest(req: GenerateRequest, id: string, limits: Servic
     params,
     priority: req.priority,
   };
+}
+
+/** Most characters of one structured-output spec (a schema, a grammar, a regex, the choices together). */
+export const MAX_STRUCTURED_CHARS = 256 * 1024;
+
+/** The domain form of `params.structured` (undefined: unconstrained). */
+function structuredSpec(s: StructuredOutput | undefined): StructuredSpec | undefined {
+  const k = s?.kind;
+  if (!k || k.case === undefined) return undefined;
+  const size = (what: string, n: number) => {
+    if (n > MAX_STRUCTURED_CHARS)
+      throw bad(`params.structured.${what}: ${n} characters, the limit is ${MAX_STRUCTURED_CHARS}`);
+  };
+  switch (k.case) {
+    case "jsonSchema":
+      size("json_schema", k.value.length);
+      try {
+        JSON.parse(k.value);
+      } catch (err) {
+        throw bad(`params.structured.json_schema: not valid JSON (${(err as Error).message})`);
+      }
+      return { kind: "json_schema", schema: k.value };
+    case "jsonObject":
+      return { kind: "json_object" };
+    case "regex":
+      size("regex", k.value.length);
+      if (k.value.length === 0) throw bad("params.structured.regex: must not be empty");
+      return { kind: "regex", pattern: k.value };
+    case "choice": {
+      const choices = k.value.values;
+      if (choices.length === 0) throw bad("params.structured.choice: must hold at least one string");
+      size(
+        "choice",
+        choices.reduce((n, c) => n + c.length, 0),
+      );
+      return { kind: "choice", choices: [...choices] };
+    }
+    case "grammar":
+      size("grammar", k.value.length);
+      if (k.value.trim().length === 0) throw bad("params.structured.grammar: must not be empty");
+      return { kind: "grammar", ebnf: k.value };
+    case "structuralTag":
+      size("structural_tag", k.value.length);
+      return { kind: "structural_tag", tag: k.value };
+  }
 }
 
 const FINISH: Record<string, FinishReason> = {

@@ -20,6 +20,7 @@ import { loadTokenizer } from "@minicpmv/preprocess/tokenizer";
 import type { EngineConfig } from "./engine/engine";
 import { type EngineHandle, EventStream, LocalEngine } from "./engine/engine-handle";
 import type { EngineEvent, EngineModelInfo, EngineRequest, EngineStats, StepRecord } from "./engine/types";
+import { Grammars } from "./grammar/grammars";
 import { loadModelRunner } from "./load-model";
 import type { ModelOptions } from "./model";
 import type { ProgressUpdate } from "./progress";
@@ -213,7 +214,15 @@ async function workerMain(opts: WorkerOptions): Promise<void> {
       loadModelRunner(opts.model, (u) => send({ type: "progress", u })),
       loadTokenizer(opts.model.modelDir),
     ]);
-    local = new LocalEngine(model, tok, { ...opts.engine, terminators: opts.engine.terminators ?? tok.terminators });
+    const terminators = opts.engine.terminators ?? tok.terminators;
+    // Ids past the tokenizer's vocabulary (padding rows of the model's) can never be part of constrained text.
+    const grammars = new Grammars({
+      vocabSize: model.info.vocabSize,
+      tokenBytes: (id) => (id < tok.vocabSize ? tok.tokenBytes(id) : new Uint8Array()),
+      isSpecial: (id) => id >= tok.vocabSize || tok.isSpecial(id),
+      terminators,
+    });
+    local = new LocalEngine(model, tok, { ...opts.engine, terminators }, grammars);
   } catch (err) {
     send({ type: "start_failed", message: err instanceof Error ? err.message : String(err) });
     return;

@@ -14,6 +14,7 @@ import type {
   GenerateEvent,
   GenerateInput,
   GenerationBackend,
+  StructuredSpec,
   TokenLogprob,
 } from "./types";
 
@@ -89,6 +90,7 @@ export class GrpcGenerationBackend implements GenerationBackend {
           logitBias: p.logitBias ?? {},
           lengthPenalty: p.lengthPenalty,
           skipSpecialTokens: p.skipSpecialTokens,
+          ...(p.structured ? { structured: { kind: structuredKind(p.structured) } } : {}),
         },
       },
       callOptions(opts),
@@ -170,5 +172,23 @@ export class GrpcGenerationBackend implements GenerationBackend {
   close(): void {
     this.client.close();
     this.health.close();
+  }
+}
+
+/** The protobuf oneof of a structured-output spec. */
+function structuredKind(s: StructuredSpec) {
+  switch (s.kind) {
+    case "json_schema":
+      return { case: "jsonSchema" as const, value: s.schema };
+    case "json_object":
+      return { case: "jsonObject" as const, value: true };
+    case "regex":
+      return { case: "regex" as const, value: s.pattern };
+    case "choice":
+      return { case: "choice" as const, value: { values: s.choices } };
+    case "grammar":
+      return { case: "grammar" as const, value: s.ebnf };
+    case "structural_tag":
+      return { case: "structuralTag" as const, value: s.tag };
   }
 }

@@ -111,7 +111,18 @@ export interface GenerationParams {
   lengthPenalty?: number;
   /** OpenAI's logit_bias: token id -> bias in [-100, 100]. */
   logitBias?: Record<number, number>;
+  /** Constrained decoding: what the text must match (the gpu-service compiles it into a grammar). */
+  structured?: StructuredSpec;
 }
+
+/** What a constrained completion must match. */
+export type StructuredSpec =
+  | { kind: "json_schema"; schema: string }
+  | { kind: "json_object" }
+  | { kind: "regex"; pattern: string }
+  | { kind: "choice"; choices: string[] }
+  | { kind: "grammar"; ebnf: string }
+  | { kind: "structural_tag"; tag: string };
 
 /** Input of GenerationService.Generate. */
 export interface GenerateInput {

@@ -20,6 +20,8 @@ import {
 } from "../chat-response";
 import { setRequestModel } from "../observe";
 import { chatRequestSchema } from "../schemas";
+import { renameStructuredError } from "../structured-request";
+import { parseToolCalls, type ToolCallOut, ToolCallStream } from "../tools";
 import {
   account,
   checkModel,
@@ -106,7 +108,11 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
         addGenerationPrompt: plan.addGenerationPrompt,
       });
       contextCheck(promptTokens(prompt), plan.maxTokens, ctx.pool.modelInfo()?.contextLength, "messages");
-      const { events, first } = await scope.generate({ prompt, params: plan.params, priority: plan.priority });
+      const { events, first } = await scope
+        .generate({ prompt, params: plan.params, priority: plan.priority })
+        .catch((err: unknown) => {
+          throw renameStructuredError(err, plan.structured?.param);
+        });
       const id = completionId();
       const created = Math.floor(Date.now() / 1000);
 
@@ -119,27 +125,60 @@ async function complete(c: C, ctx: AppContext): Promise<Response> {
         if (!first.done) col.add(first.value);
         for (let r = await events.next(); !r.done; r = await events.next()) col.add(r.value);
         const body = col.body(id, created, model);
+        if (plan.tools) {
+          for (const ch of body.choices) {
+            const { content, calls } = parseToolCalls(ch.message.content ?? "");
+            if (calls.length === 0) continue;
+            Object.assign(ch.message, { content, tool_calls: calls });
+            if (ch.finish_reason === "stop") ch.finish_reason = "tool_calls";
+          }
+        }
         if (col.usage && col.timings) account(c, ctx, col.usage);
         return c.json(body, 200, usageHeaders(body.usage, col.timings));
       }
 
       return scope.stream(async (send, aborted) => {
         const chunks = new ChunkBuilder(id, created, model, plan.includeUsage);
+        // A call goes out as the OpenAI SDK assembles it: id, type and name first, then the arguments.
+        const sendCall = async (index: number, k: number, call: ToolCallOut) => {
+          await send(
+            chunks.toolCall(index, {
+              index: k,
+              id: call.id,
+              type: "function",
+              function: { name: call.function.name, arguments: "" },
+            }),
+          );
+          await send(chunks.toolCall(index, { index: k, function: { arguments: call.function.arguments } }));
+        };
         let completion = 0;
         const running = () =>
           plan.continuousUsage && plan.includeUsage ? runningUsageJson([prompt], completion) : undefined;
         for (let i = 0; i < plan.params.n; i++) await send(chunks.role(i, running()));
+        // With tools, each choice's text goes through a parser that holds back <tool_call> blocks.
+        const toolStreams = plan.tools ? Array.from({ length: plan.params.n }, () => new ToolCallStream()) : undefined;
         for (let r = first; !r.done && !aborted(); r = await events.next()) {
           const ev = r.value;
           if (ev.type === "token") {
             completion += ev.tokenIds.length;
             ctx.metrics.streamedTokens.add(ev.tokenIds.length);
             const lp = plan.params.logprobs ? ev.logprobs.map((l) => logprobJson(l, plan.params.topLogprobs)) : null;
-            if (ev.text !== "" || (lp && lp.length > 0)) await send(chunks.delta(ev.index, ev.text, lp, running()));
+            const ts = toolStreams?.[ev.index];
+            if (!ts) {
+              if (ev.text !== "" || (lp && lp.length > 0)) await send(chunks.delta(ev.index, ev.text, lp, running()));
+              continue;
+            }
+            const out = ts.push(ev.text);
+            if (out.content !== "" || (lp && lp.length > 0))
+              await send(chunks.delta(ev.index, out.content, lp, running()));
+            const base = ts.calls - out.calls.length;
+            for (const [j, call] of out.calls.entries()) await sendCall(ev.index, base + j, call);
           } else if (ev.type === "choice_end") {
-            await send(
-              chunks.finish(ev.index, ev.finishReason, stopReasonJson(ev.stopReason, plan.params.stop), running()),
-            );
+            const ts = toolStreams?.[ev.index];
+            const rest = ts?.flush() ?? "";
+            if (rest !== "") await send(chunks.delta(ev.index, rest, null, running()));
+            const reason = ts && ts.calls > 0 && ev.finishReason === "stop" ? "tool_calls" : ev.finishReason;
+            await send(chunks.finish(ev.index, reason, stopReasonJson(ev.stopReason, plan.params.stop), running()));
           } else {
             account(c, ctx, ev.usage);
             if (plan.includeUsage) await send(chunks.usage(usageJson(ev.usage)));

@@ -14,6 +14,7 @@ import { type CompletionPlan, completionPrepareInput, planCompletion, promptErro
 import { addUsage, TextChunkBuilder, TextCompletionCollector } from "../completion-response";
 import { setRequestModel } from "../observe";
 import { completionRequestSchema } from "../schemas";
+import { renameStructuredError } from "../structured-request";
 import {
   account,
   checkModel,
@@ -54,7 +55,9 @@ async function startPrompt(
   if (!plan.maxTokensExplicit) {
     params.maxTokens = contextLength ? Math.min(plan.maxTokens, contextLength - p) : plan.maxTokens;
   }
-  const started = await scope.generate({ prompt, params, priority: plan.priority });
+  const started = await scope.generate({ prompt, params, priority: plan.priority }).catch((err: unknown) => {
+    throw renameStructuredError(err, plan.structured?.param);
+  });
   // Echo shows a text prompt as sent, and token ids as they decode.
   const promptText = plan.prompts.form === "text" ? (plan.prompts.prompts[k] as string) : prompt.promptText;
   return { ...started, promptText, prompt };

@@ -133,6 +133,8 @@ export interface FakeGpuScript {
   hangAfterFirst?: boolean;
   /** Milliseconds to wait before each token event (0: yield to the event loop only). */
   tokenDelayMs?: number;
+  /** Every choice sends these texts as its tokens, then ends with finish reason "stop". */
+  texts?: string[];
 }
 
 /**
@@ -177,6 +179,19 @@ export class FakeGpu implements GenerationBackend {
       if (s.failBeforeFirst) throw s.failBeforeFirst;
       const p = input.params;
       const n = p.n || 1;
+      if (s.texts) {
+        for (const [k, text] of s.texts.entries())
+          for (let i = 0; i < n; i++) yield { type: "token", index: i, tokenIds: [k], text, logprobs: [] };
+        for (let i = 0; i < n; i++) yield { type: "choice_end", index: i, finishReason: "stop", stopReason: "" };
+        const c = input.prompt.tokenCounts;
+        const completionTokens = s.texts.length * n;
+        yield {
+          type: "final",
+          usage: { promptTokens: c.total, promptTokensByModality: c, cachedPromptTokens: 0, completionTokens },
+          timings: { queueMs: 1, visionEncodeMs: 2, prefillMs: 3, decodeMs: 4 },
+        };
+        return;
+      }
       const max = p.maxTokens ?? 4;
       const seed = p.seed ?? 0;
       let sent = 0;

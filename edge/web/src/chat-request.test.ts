@@ -74,3 +74,16 @@ describe("buildChatRequest", () => {
     expect(body.messages).toEqual([{ role: "user", content: [{ type: "image_url", image_url: { url: png } }] }]);
   });
 });
+
+describe("structured output", () => {
+  it("sends a JSON Schema as response_format json_schema", () => {
+    const schema = '{"type": "object", "properties": {"total": {"type": "number"}}, "required": ["total"]}';
+    const turns: Turn[] = [{ role: "user", text: "Total?", attachments: [] }];
+    const body = buildChatRequest(turns, { ...DEFAULT_SETTINGS, jsonSchema: schema }, null);
+    expect(body.response_format).toEqual({
+      type: "json_schema",
+      json_schema: { name: "answer", schema: JSON.parse(schema), strict: true },
+    });
+    expect(buildChatRequest(turns, DEFAULT_SETTINGS, null).response_format).toBeUndefined();
+  });
+});

@@ -32,6 +32,8 @@ export interface Settings {
   videoFps: number | null;
   videoMaxFrames: number | null;
   systemPrompt: string;
+  /** Structured output: a JSON Schema (as text) the answer must follow; "" for free text. */
+  jsonSchema: string;
 }
 
 /** The reference `chat()` sampling preset (MINICPMV26.md §6.5). */
@@ -49,6 +51,7 @@ export const DEFAULT_SETTINGS: Settings = {
   videoFps: null,
   videoMaxFrames: null,
   systemPrompt: "",
+  jsonSchema: "",
 };
 
 type ContentPart =
@@ -73,6 +76,7 @@ export interface ChatRequestBody {
   n?: number;
   best_of?: number;
   mm_processor_kwargs?: { max_slice_nums?: number; fps?: number; max_frames?: number };
+  response_format?: { type: "json_schema"; json_schema: { name: string; schema: unknown; strict: true } };
 }
 
 /**
@@ -122,5 +126,12 @@ export function buildChatRequest(turns: readonly Turn[], settings: Settings, mod
   if (settings.videoFps !== null) mm.fps = settings.videoFps;
   if (settings.videoMaxFrames !== null) mm.max_frames = settings.videoMaxFrames;
   if (Object.keys(mm).length > 0) body.mm_processor_kwargs = mm;
+  // Structured output: the server constrains decoding so the answer is JSON valid against the schema.
+  if (settings.jsonSchema.trim() !== "") {
+    body.response_format = {
+      type: "json_schema",
+      json_schema: { name: "answer", schema: JSON.parse(settings.jsonSchema), strict: true },
+    };
+  }
   return body;
 }

@@ -45,6 +45,7 @@ const ui = {
   settingsForm: byId<HTMLFormElement>("settings-form"),
   numberFields: byId<HTMLElement>("number-fields"),
   systemPrompt: byId<HTMLTextAreaElement>("system-prompt"),
+  jsonSchema: byId<HTMLTextAreaElement>("json-schema"),
   resetSettings: byId<HTMLButtonElement>("reset-settings"),
   settingsError: byId<HTMLElement>("settings-error"),
   apiKey: byId<HTMLInputElement>("api-key"),
@@ -103,6 +104,7 @@ function readForm(): SettingsForm {
   const form = {
     decoding: decodingRadios().find((r) => r.checked)?.value ?? "",
     systemPrompt: ui.systemPrompt.value,
+    jsonSchema: ui.jsonSchema.value,
   } as SettingsForm;
   for (const [key, input] of numberInputs) form[key] = input.value;
   return form;
@@ -111,6 +113,7 @@ function readForm(): SettingsForm {
 function writeForm(form: SettingsForm): void {
   for (const radio of decodingRadios()) radio.checked = radio.value === form.decoding;
   ui.systemPrompt.value = form.systemPrompt;
+  ui.jsonSchema.value = form.jsonSchema;
   for (const [key, input] of numberInputs) input.value = form[key];
   syncDecoding();
 }
@@ -155,8 +158,9 @@ function showSettingsError(error: SettingsError | null): void {
   ui.settingsError.hidden = error === null;
   ui.settingsError.textContent = error?.message ?? "";
   for (const input of numberInputs.values()) input.removeAttribute("aria-invalid");
+  ui.jsonSchema.removeAttribute("aria-invalid");
   if (error !== null) {
-    const input = numberInputs.get(error.field as NumberKey);
+    const input = error.field === "jsonSchema" ? ui.jsonSchema : numberInputs.get(error.field as NumberKey);
     ui.settings.open = true;
     if (input) {
       input.setAttribute("aria-invalid", "true");

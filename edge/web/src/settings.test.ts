@@ -35,3 +35,17 @@ describe("parseSettings", () => {
     }
   });
 });
+
+describe("the JSON Schema setting", () => {
+  const form = (jsonSchema: string, decoding = "sampling") => ({
+    ...formatSettings(DEFAULT_SETTINGS),
+    decoding,
+    jsonSchema,
+  });
+  it("accepts a JSON object and refuses bad JSON, non-objects and beam search, naming the field", () => {
+    expect(parseSettings(form(' {"type": "object"} ')).jsonSchema).toBe('{"type": "object"}');
+    expect(() => parseSettings(form("{nope"))).toThrow(/JSON Schema is not valid JSON/);
+    expect(() => parseSettings(form("[1]"))).toThrow(/must be a JSON object/);
+    expect(() => parseSettings(form('{"type": "object"}', "beam"))).toThrow(/sampling only/);
+  });
+});

@@ -67,7 +67,7 @@ function f<K extends keyof Settings>(
 export type NumberKey = (typeof NUMBER_FIELDS)[number]["key"];
 
 /** Raw text of the settings form, as the inputs hold it. */
-export type SettingsForm = { decoding: string; systemPrompt: string } & Record<NumberKey, string>;
+export type SettingsForm = { decoding: string; systemPrompt: string; jsonSchema: string } & Record<NumberKey, string>;
 
 /** Bad value in the settings panel; `field` is the settings key, the message names label and limit. */
 export class SettingsError extends Error {
@@ -89,7 +89,22 @@ export function parseSettings(form: SettingsForm): Settings {
     ...DEFAULT_SETTINGS,
     decoding: form.decoding as Decoding,
     systemPrompt: form.systemPrompt,
+    jsonSchema: form.jsonSchema.trim(),
   };
+  if (settings.jsonSchema !== "") {
+    let schema: unknown;
+    try {
+      schema = JSON.parse(settings.jsonSchema);
+    } catch (err) {
+      throw new SettingsError("jsonSchema", `JSON Schema is not valid JSON: ${(err as Error).message}`);
+    }
+    if (schema === null || typeof schema !== "object" || Array.isArray(schema)) {
+      throw new SettingsError("jsonSchema", 'JSON Schema must be a JSON object, e.g. {"type": "object"}');
+    }
+    if (settings.decoding === "beam") {
+      throw new SettingsError("jsonSchema", "JSON Schema works with sampling only (beam search has no grammar)");
+    }
+  }
   for (const field of NUMBER_FIELDS) {
     const raw = form[field.key].trim();
     let value: number | null;
@@ -113,7 +128,11 @@ export function parseSettings(form: SettingsForm): Settings {
 
 /** The text each input shows for `settings` (the inverse of {@link parseSettings}). */
 export function formatSettings(settings: Settings): SettingsForm {
-  const form = { decoding: settings.decoding, systemPrompt: settings.systemPrompt } as SettingsForm;
+  const form = {
+    decoding: settings.decoding,
+    systemPrompt: settings.systemPrompt,
+    jsonSchema: settings.jsonSchema,
+  } as SettingsForm;
   for (const field of NUMBER_FIELDS) {
     const value = settings[field.key];
     form[field.key] = value === null ? "" : String(value);

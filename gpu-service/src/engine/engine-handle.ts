@@ -6,6 +6,7 @@
 
 import { Engine, type EngineConfig } from "./engine";
 import {
+  type Constraint,
   type EngineEvent,
   type EngineModel,
   type EngineModelInfo,
@@ -13,8 +14,14 @@ import {
   type EngineStats,
   RequestError,
   type StepRecord,
+  type StructuredSpec,
   type TokenBytes,
 } from "./types";
+
+/** Compiles structured-output specs (gpu-service/src/grammar `Grammars`). */
+export interface GrammarCompiler {
+  compile(spec: StructuredSpec): Promise<Constraint>;
+}
 
 /** A running engine, wherever it runs. */
 export interface EngineHandle {
@@ -91,6 +98,8 @@ export class LocalEngine implements EngineHandle {
     private readonly model: EngineModel,
     tok: TokenBytes,
     config: EngineConfig,
+    /** Without it, a request with `params.structured` is refused. */
+    private readonly grammars?: GrammarCompiler,
   ) {
     this.engine = new Engine(model, tok, config);
     this.engine.onFatal = (err) => this.onFatal?.(err);
@@ -115,9 +124,38 @@ export class LocalEngine implements EngineHandle {
       stream.push({ type: "error", kind: "unavailable", message: "cancelled before it started" });
       return stream;
     }
-    submit(this.engine, req, stream);
-    signal?.addEventListener("abort", () => this.engine.abort(req.id), { once: true });
+    const spec = req.params.structured;
+    if (!spec) {
+      submit(this.engine, req, stream);
+      signal?.addEventListener("abort", () => this.engine.abort(req.id), { once: true });
+      return stream;
+    }
+    // The grammar compiles before admission (cached per spec): the engine never waits on a compile.
+    void this.compileThenSubmit(req, spec, stream, signal);
     return stream;
+  }
+
+  private async compileThenSubmit(
+    req: EngineRequest,
+    spec: StructuredSpec,
+    stream: EventStream,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    let constraint: Constraint;
+    try {
+      if (!this.grammars) throw new RequestError("invalid_argument", "params.structured: not supported by this engine");
+      constraint = await this.grammars.compile(spec);
+    } catch (err) {
+      const e = err instanceof RequestError ? err : new RequestError("internal", `grammar: ${String(err)}`);
+      stream.push({ type: "error", kind: e.kind, message: e.message });
+      return;
+    }
+    if (signal?.aborted) {
+      stream.push({ type: "error", kind: "unavailable", message: "cancelled before it started" });
+      return;
+    }
+    submit(this.engine, { ...req, constraint }, stream);
+    signal?.addEventListener("abort", () => this.engine.abort(req.id), { once: true });
   }
 
   async stats(): Promise<EngineStats> {

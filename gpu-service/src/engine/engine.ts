@@ -15,6 +15,7 @@
  */
 
 import { randomBytes } from "node:crypto";
+import { applyTokenMask } from "../grammar/token-mask";
 import { BeamSearch, type LiveBeam } from "./beam-search";
 import { BlockPool } from "./block-pool";
 import { EncoderCache } from "./encoder-cache";
@@ -131,6 +132,15 @@ export class Engine {
           "invalid_argument",
           `params.logit_bias: token id ${id} is outside the vocabulary (0..${info.vocabSize - 1})`,
         );
+    if (req.params.structured) {
+      if (!req.constraint)
+        throw new RequestError("internal", "params.structured: the grammar was not compiled before admission");
+      if (req.params.beamWidth > 1)
+        throw new RequestError(
+          "invalid_argument",
+          "params.structured: not supported with beam search (beam_width > 1)",
+        );
+    }
     const spans = promptMediaSpans(req.prompt, info.queryNum);
     const params = { ...req.params, maxTokens: Math.min(req.params.maxTokens, info.contextLength - promptLen) };
     const width = Math.max(1, params.beamWidth);
@@ -285,6 +295,7 @@ export class Engine {
 
     const beamGroups = new Set<RequestState>();
     if (this.onStep) this.reportStep(now, live);
+    const masks = await this.grammarMasks(live);
     for (const [i, e] of live.entries()) {
       const r = e.group as RequestState;
       if (!e.wantLogits || !this.requests.has(r.id) || this.pendingAborts.has(r.id)) continue;
@@ -293,12 +304,43 @@ export class Engine {
       if (r.beam) {
         e.seq.pendingLogits = l;
         beamGroups.add(r);
-      } else this.sampleStep(r, e.seq, l);
+      } else this.sampleStep(r, e.seq, l, masks.get(e.seq));
     }
     for (const r of beamGroups) if (this.requests.has(r.id)) this.beamStep(r);
     for (const e of live) {
       const r = e.group as RequestState;
       if (r.embeds.size > 0 && r.seqs.every((s) => s.numComputed >= r.mediaEnd)) r.embeds.clear();
+    }
+  }
+
+  /**
+   * Constrained decoding: the allowed-token bitmask of every sequence about to sample (making its matcher,
+   * and the matchers of the sequences n > 1 will fork into, before the first sample).
+   */
+  private async grammarMasks(live: SchedulerOutput<Seq>["scheduled"]): Promise<Map<Seq, Int32Array>> {
+    const masks = new Map<Seq, Int32Array>();
+    for (const e of live) {
+      const r = e.group as RequestState;
+      const constraint = r.req.constraint;
+      if (!constraint || !e.wantLogits || !this.requests.has(r.id) || this.pendingAborts.has(r.id)) continue;
+      const stopIds = this.stopIds(r.params);
+      e.seq.matcher ??= await constraint.matcher(stopIds);
+      if (!r.forked && r.params.n > 1)
+        while (r.spareMatchers.length < r.params.n - 1) r.spareMatchers.push(await constraint.matcher(stopIds));
+      masks.set(e.seq, await e.seq.matcher.nextMask());
+    }
+    return masks;
+  }
+
+  /** Frees the grammar state of sequences that ended (idempotent). */
+  private releaseGrammar(seqs: readonly Seq[], r?: RequestState): void {
+    for (const s of seqs) {
+      s.matcher?.dispose();
+      s.matcher = null;
+    }
+    if (r) {
+      for (const m of r.spareMatchers) m.dispose();
+      r.spareMatchers = [];
     }
   }
 
@@ -383,23 +425,37 @@ export class Engine {
     return new Seq(this.seqIds++, index, tokens, r.promptLen, spans, new Rng(seed, index), text);
   }
 
-  /** Sampling mode: forks n > 1 at the prompt's logits, then samples one token per sequence. */
-  private sampleStep(r: RequestState, seq: Seq, logits: Float32Array): void {
+  /**
+   * Sampling mode: forks n > 1 at the prompt's logits, then samples one token per sequence. With a grammar,
+   * `mask` is the allowed tokens (the forked sequences start in the same grammar state).
+   */
+  private sampleStep(r: RequestState, seq: Seq, logits: Float32Array, mask: Int32Array | undefined): void {
     const targets = [seq];
     if (!r.forked && r.params.n > 1) {
       r.forked = true;
       const seed = r.params.seed ?? randomBytes(8).readBigUInt64LE();
       for (let i = 1; i < r.params.n; i++) {
         const child = this.newSeq(r, i, [...seq.tokens], seq.mediaSpans, seed);
+        child.matcher = r.spareMatchers.pop() ?? null;
         this.scheduler.fork(r, seq, child);
         targets.push(child);
       }
     }
-    for (const s of targets) this.sampleOne(r, s, logits);
+    let l = logits;
+    if (mask) {
+      l = Float32Array.from(logits);
+      applyTokenMask(l, mask);
+    }
+    for (const s of targets) if (this.requests.has(r.id)) this.sampleOne(r, s, l);
   }
 
   private sampleOne(r: RequestState, s: Seq, logits: Float32Array): void {
     const next = nextToken(s, r.params, logits, this.stopIds(r.params), this.tok);
+    const id = next.event.tokenIds[0] as number;
+    if (s.matcher && !s.matcher.accept(id)) {
+      this.fail(r, "internal", `the grammar rejected token ${id}, which its mask allowed`);
+      return;
+    }
     this.generationTokens++;
     r.completionTokens++;
     const now = this.now();
@@ -498,11 +554,13 @@ export class Engine {
   private endChoice(r: RequestState, s: Seq, reason: FinishReason, stopReason: string): void {
     r.emit({ type: "choice_end", index: s.index, finishReason: reason, stopReason });
     r.choicesEnded++;
+    this.releaseGrammar([s]);
     this.scheduler.finishSeq(r, s);
     if (r.seqs.length === 0) this.finishRequest(r);
   }
 
   private finishRequest(r: RequestState): void {
+    this.releaseGrammar(r.seqs, r);
     this.scheduler.finish(r);
     this.requests.delete(r.id);
     const now = this.now();
@@ -554,6 +612,7 @@ export class Engine {
   }
 
   private fail(r: RequestState, kind: "invalid_argument" | "resource_exhausted" | "internal", message: string): void {
+    this.releaseGrammar(r.seqs, r);
     this.scheduler.finish(r);
     this.requests.delete(r.id);
     r.emit({ type: "error", kind, message });
@@ -562,8 +621,10 @@ export class Engine {
   private die(err: Error): void {
     if (this.dead) return;
     this.dead = err instanceof EngineDeadError ? err : new EngineDeadError(`model step failed: ${err.message}`);
-    for (const r of this.requests.values())
+    for (const r of this.requests.values()) {
+      this.releaseGrammar(r.seqs, r);
       r.emit({ type: "error", kind: "internal", message: `engine stopped: ${this.dead.message}` });
+    }
     this.requests.clear();
     this.stopped = true;
     this.onFatal?.(this.dead);

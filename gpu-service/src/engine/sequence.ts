@@ -8,7 +8,15 @@ import type { MediaSpan } from "./kv-cache-manager";
 import type { OutputText } from "./output-text";
 import type { Rng } from "./sampler";
 import type { SchedGroup, SchedSeq } from "./scheduler";
-import type { EngineEvent, EngineRequest, MediaInput, PositionLogprobs, SamplingParams, VisionRecord } from "./types";
+import type {
+  EngineEvent,
+  EngineRequest,
+  MediaInput,
+  PositionLogprobs,
+  SamplingParams,
+  TokenMatcher,
+  VisionRecord,
+} from "./types";
 
 /** One sequence: the prompt plus one completion (or one beam). */
 export class Seq implements SchedSeq {
@@ -22,6 +30,8 @@ export class Seq implements SchedSeq {
   pendingLogits: Float32Array | null = null;
   /** Beam search with logprobs: one entry per generated token (copied when the beam forks). */
   beamLogprobs: PositionLogprobs[] = [];
+  /** Constrained decoding: this sequence's grammar state (made before its first sample, freed when it ends). */
+  matcher: TokenMatcher | null = null;
 
   constructor(
     readonly seqId: number,
@@ -54,6 +64,8 @@ export class RequestState implements SchedGroup<Seq> {
   /** Beam search state when beam_width > 1. */
   /** Beam search; a hypothesis carries its tokens' logprobs when the request asked for them. */
   beam: BeamSearch<PositionLogprobs[]> | null = null;
+  /** Constrained decoding with n > 1: matchers made ahead for the sequences the prompt forks into. */
+  spareMatchers: TokenMatcher[] = [];
   /** Vision embeddings this request still needs, by content hash. */
   readonly embeds = new Map<string, Float32Array[]>();
   /** Last placeholder position + 1 (0 without media); set by the engine. */

@@ -95,6 +95,35 @@ export interface SamplingParams {
   topLogprobs: number;
   /** Added to these token ids' logits before the penalties (OpenAI's logit_bias); ids are inside the vocabulary. */
   logitBias: ReadonlyMap<number, number>;
+  /** Constrained decoding: what the generated text must match (compiled before the request is admitted). */
+  structured?: StructuredSpec | undefined;
+}
+
+/** What a constrained completion must match. */
+export type StructuredSpec =
+  | { kind: "json_schema"; schema: string }
+  | { kind: "json_object" }
+  | { kind: "regex"; pattern: string }
+  | { kind: "choice"; choices: string[] }
+  | { kind: "grammar"; ebnf: string }
+  | { kind: "structural_tag"; tag: string };
+
+/**
+ * One sequence's grammar state: which tokens may come next, and advancing by the sampled one.
+ * Bitmask layout (xgrammar's): token `id` is allowed when bit `id & 31` of word `id >> 5` is set.
+ */
+export interface TokenMatcher {
+  nextMask(): Promise<Int32Array>;
+  /** Advances by `id`; false when the grammar does not allow it (a bug: the mask forbade it). */
+  accept(id: number): boolean;
+  /** Frees the state (idempotent). */
+  dispose(): void;
+}
+
+/** A compiled grammar: makes matchers, one per sequence. */
+export interface Constraint {
+  /** A fresh matcher; `stopIds` end the text once the grammar is complete. */
+  matcher(stopIds: readonly number[]): Promise<TokenMatcher>;
 }
 
 /** W3C ids of the span a request's engine work belongs to; set only when tracing is on. */
@@ -113,6 +142,8 @@ export interface EngineRequest {
   priority: number;
   /** Tracing on: the engine records this request's {@link RequestTimeline} and links its steps here. */
   trace?: TraceLink | undefined;
+  /** The compiled `params.structured` (set by the engine handle before `Engine.add`; never crosses threads). */
+  constraint?: Constraint | undefined;
 }
 
 /** One vision-embedding lookup of a traced request (epoch ms). */

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file minicpmv/v1/generation.proto.
  */
 export const file_minicpmv_v1_generation: GenFile = /*@__PURE__*/
-  fileDesc("ChxtaW5pY3Btdi92MS9nZW5lcmF0aW9uLnByb3RvEgttaW5pY3Btdi52MSLvBQoQR2VuZXJhdGlvblBhcmFtcxIYCgt0ZW1wZXJhdHVyZRgBIAEoAkgAiAEBEhIKBXRvcF9wGAIgASgCSAGIAQESEgoFdG9wX2sYAyABKAVIAogBARISCgVtaW5fcBgEIAEoAkgDiAEBEh8KEnJlcGV0aXRpb25fcGVuYWx0eRgFIAEoAkgEiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYBiABKAJIBYgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgHIAEoAkgGiAEBEhEKBHNlZWQYCCABKARIB4gBARIXCgptYXhfdG9rZW5zGAkgASgNSAiIAQESEgoKbWluX3Rva2VucxgKIAEoDRIMCgRzdG9wGAsgAygJEhYKDnN0b3BfdG9rZW5faWRzGAwgAygNEhIKCmlnbm9yZV9lb3MYDSABKAgSCQoBbhgOIAEoDRISCgpiZWFtX3dpZHRoGA8gASgNEhAKCGxvZ3Byb2JzGBAgASgIEhQKDHRvcF9sb2dwcm9icxgRIAEoDRJACgpsb2dpdF9iaWFzGBIgAygLMiwubWluaWNwbXYudjEuR2VuZXJhdGlvblBhcmFtcy5Mb2dpdEJpYXNFbnRyeRIbCg5sZW5ndGhfcGVuYWx0eRgTIAEoAkgJiAEBEiAKE3NraXBfc3BlY2lhbF90b2tlbnMYFCABKAhICogBARowCg5Mb2dpdEJpYXNFbnRyeRILCgNrZXkYASABKA0SDQoFdmFsdWUYAiABKAI6AjgBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCCAoGX3RvcF9rQggKBl9taW5fcEIVChNfcmVwZXRpdGlvbl9wZW5hbHR5QhMKEV9wcmVzZW5jZV9wZW5hbHR5QhQKEl9mcmVxdWVuY3lfcGVuYWx0eUIHCgVfc2VlZEINCgtfbWF4X3Rva2Vuc0IRCg9fbGVuZ3RoX3BlbmFsdHlCFgoUX3NraXBfc3BlY2lhbF90b2tlbnMikwEKD0dlbmVyYXRlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEisKBnByb21wdBgCIAEoCzIbLm1pbmljcG12LnYxLlByZXBhcmVkUHJvbXB0Ei0KBnBhcmFtcxgDIAEoCzIdLm1pbmljcG12LnYxLkdlbmVyYXRpb25QYXJhbXMSEAoIcHJpb3JpdHkYBCABKAUiTQoKVG9wTG9ncHJvYhIQCgh0b2tlbl9pZBgBIAEoDRINCgV0b2tlbhgCIAEoCRIPCgdsb2dwcm9iGAMgASgCEg0KBWJ5dGVzGAQgASgMIl0KDFRva2VuTG9ncHJvYhInCgZjaG9zZW4YASABKAsyFy5taW5pY3Btdi52MS5Ub3BMb2dwcm9iEiQKA3RvcBgCIAMoCzIXLm1pbmljcG12LnYxLlRvcExvZ3Byb2IiaQoKVG9rZW5FdmVudBINCgVpbmRleBgBIAEoDRIRCgl0b2tlbl9pZHMYAiADKA0SDAoEdGV4dBgDIAEoCRIrCghsb2dwcm9icxgEIAMoCzIZLm1pbmljcG12LnYxLlRva2VuTG9ncHJvYiJhCglDaG9pY2VFbmQSDQoFaW5kZXgYASABKA0SMAoNZmluaXNoX3JlYXNvbhgCIAEoDjIZLm1pbmljcG12LnYxLkZpbmlzaFJlYXNvbhITCgtzdG9wX3JlYXNvbhgDIAEoCSKUAQoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRI7Chlwcm9tcHRfdG9rZW5zX2J5X21vZGFsaXR5GAIgASgLMhgubWluaWNwbXYudjEuVG9rZW5Db3VudHMSHAoUY2FjaGVkX3Byb21wdF90b2tlbnMYAyABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYBCABKA0iXAoHVGltaW5ncxIQCghxdWV1ZV9tcxgBIAEoARIYChB2aXNpb25fZW5jb2RlX21zGAIgASgBEhIKCnByZWZpbGxfbXMYAyABKAESEQoJZGVjb2RlX21zGAQgASgBIlYKCkZpbmFsRXZlbnQSIQoFdXNhZ2UYASABKAsyEi5taW5pY3Btdi52MS5Vc2FnZRIlCgd0aW1pbmdzGAIgASgLMhQubWluaWNwbXYudjEuVGltaW5ncyKdAQoQR2VuZXJhdGVSZXNwb25zZRIoCgV0b2tlbhgBIAEoCzIXLm1pbmljcG12LnYxLlRva2VuRXZlbnRIABIsCgpjaG9pY2VfZW5kGAIgASgLMhYubWluaWNwbXYudjEuQ2hvaWNlRW5kSAASKAoFZmluYWwYAyABKAsyFy5taW5pY3Btdi52MS5GaW5hbEV2ZW50SABCBwoFZXZlbnQiDQoLSW5mb1JlcXVlc3QiygEKDEluZm9SZXNwb25zZRISCgptb2RlbF9uYW1lGAEgASgJEhYKDmNvbnRleHRfbGVuZ3RoGAIgASgNEhIKCmJsb2NrX3NpemUYAyABKA0SGgoSa3ZfY2FwYWNpdHlfYmxvY2tzGAQgASgNEhYKDmt2X3VzZWRfYmxvY2tzGAUgASgNEhMKC3F1ZXVlX2RlcHRoGAYgASgNEg8KB3J1bm5pbmcYByABKA0SEQoJcXVlcnlfbnVtGAggASgNEg0KBXJlYWR5GAkgASgIKngKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRklOSVNIX1JFQVNPTl9TVE9QEAESGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQAhIXChNGSU5JU0hfUkVBU09OX0FCT1JUEAMymwEKEUdlbmVyYXRpb25TZXJ2aWNlEkkKCEdlbmVyYXRlEhwubWluaWNwbXYudjEuR2VuZXJhdGVSZXF1ZXN0Gh0ubWluaWNwbXYudjEuR2VuZXJhdGVSZXNwb25zZTABEjsKBEluZm8SGC5taW5pY3Btdi52MS5JbmZvUmVxdWVzdBoZLm1pbmljcG12LnYxLkluZm9SZXNwb25zZWIGcHJvdG8z", [file_minicpmv_v1_common]);
+  fileDesc("ChxtaW5pY3Btdi92MS9nZW5lcmF0aW9uLnByb3RvEgttaW5pY3Btdi52MSKiBgoQR2VuZXJhdGlvblBhcmFtcxIYCgt0ZW1wZXJhdHVyZRgBIAEoAkgAiAEBEhIKBXRvcF9wGAIgASgCSAGIAQESEgoFdG9wX2sYAyABKAVIAogBARISCgVtaW5fcBgEIAEoAkgDiAEBEh8KEnJlcGV0aXRpb25fcGVuYWx0eRgFIAEoAkgEiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYBiABKAJIBYgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgHIAEoAkgGiAEBEhEKBHNlZWQYCCABKARIB4gBARIXCgptYXhfdG9rZW5zGAkgASgNSAiIAQESEgoKbWluX3Rva2VucxgKIAEoDRIMCgRzdG9wGAsgAygJEhYKDnN0b3BfdG9rZW5faWRzGAwgAygNEhIKCmlnbm9yZV9lb3MYDSABKAgSCQoBbhgOIAEoDRISCgpiZWFtX3dpZHRoGA8gASgNEhAKCGxvZ3Byb2JzGBAgASgIEhQKDHRvcF9sb2dwcm9icxgRIAEoDRJACgpsb2dpdF9iaWFzGBIgAygLMiwubWluaWNwbXYudjEuR2VuZXJhdGlvblBhcmFtcy5Mb2dpdEJpYXNFbnRyeRIbCg5sZW5ndGhfcGVuYWx0eRgTIAEoAkgJiAEBEiAKE3NraXBfc3BlY2lhbF90b2tlbnMYFCABKAhICogBARIxCgpzdHJ1Y3R1cmVkGBUgASgLMh0ubWluaWNwbXYudjEuU3RydWN0dXJlZE91dHB1dBowCg5Mb2dpdEJpYXNFbnRyeRILCgNrZXkYASABKA0SDQoFdmFsdWUYAiABKAI6AjgBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCCAoGX3RvcF9rQggKBl9taW5fcEIVChNfcmVwZXRpdGlvbl9wZW5hbHR5QhMKEV9wcmVzZW5jZV9wZW5hbHR5QhQKEl9mcmVxdWVuY3lfcGVuYWx0eUIHCgVfc2VlZEINCgtfbWF4X3Rva2Vuc0IRCg9fbGVuZ3RoX3BlbmFsdHlCFgoUX3NraXBfc3BlY2lhbF90b2tlbnMisQEKEFN0cnVjdHVyZWRPdXRwdXQSFQoLanNvbl9zY2hlbWEYASABKAlIABIVCgtqc29uX29iamVjdBgCIAEoCEgAEg8KBXJlZ2V4GAMgASgJSAASKQoGY2hvaWNlGAQgASgLMhcubWluaWNwbXYudjEuU3RyaW5nTGlzdEgAEhEKB2dyYW1tYXIYBSABKAlIABIYCg5zdHJ1Y3R1cmFsX3RhZxgGIAEoCUgAQgYKBGtpbmQiHAoKU3RyaW5nTGlzdBIOCgZ2YWx1ZXMYASADKAkikwEKD0dlbmVyYXRlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEisKBnByb21wdBgCIAEoCzIbLm1pbmljcG12LnYxLlByZXBhcmVkUHJvbXB0Ei0KBnBhcmFtcxgDIAEoCzIdLm1pbmljcG12LnYxLkdlbmVyYXRpb25QYXJhbXMSEAoIcHJpb3JpdHkYBCABKAUiTQoKVG9wTG9ncHJvYhIQCgh0b2tlbl9pZBgBIAEoDRINCgV0b2tlbhgCIAEoCRIPCgdsb2dwcm9iGAMgASgCEg0KBWJ5dGVzGAQgASgMIl0KDFRva2VuTG9ncHJvYhInCgZjaG9zZW4YASABKAsyFy5taW5pY3Btdi52MS5Ub3BMb2dwcm9iEiQKA3RvcBgCIAMoCzIXLm1pbmljcG12LnYxLlRvcExvZ3Byb2IiaQoKVG9rZW5FdmVudBINCgVpbmRleBgBIAEoDRIRCgl0b2tlbl9pZHMYAiADKA0SDAoEdGV4dBgDIAEoCRIrCghsb2dwcm9icxgEIAMoCzIZLm1pbmljcG12LnYxLlRva2VuTG9ncHJvYiJhCglDaG9pY2VFbmQSDQoFaW5kZXgYASABKA0SMAoNZmluaXNoX3JlYXNvbhgCIAEoDjIZLm1pbmljcG12LnYxLkZpbmlzaFJlYXNvbhITCgtzdG9wX3JlYXNvbhgDIAEoCSKUAQoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRI7Chlwcm9tcHRfdG9rZW5zX2J5X21vZGFsaXR5GAIgASgLMhgubWluaWNwbXYudjEuVG9rZW5Db3VudHMSHAoUY2FjaGVkX3Byb21wdF90b2tlbnMYAyABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYBCABKA0iXAoHVGltaW5ncxIQCghxdWV1ZV9tcxgBIAEoARIYChB2aXNpb25fZW5jb2RlX21zGAIgASgBEhIKCnByZWZpbGxfbXMYAyABKAESEQoJZGVjb2RlX21zGAQgASgBIlYKCkZpbmFsRXZlbnQSIQoFdXNhZ2UYASABKAsyEi5taW5pY3Btdi52MS5Vc2FnZRIlCgd0aW1pbmdzGAIgASgLMhQubWluaWNwbXYudjEuVGltaW5ncyKdAQoQR2VuZXJhdGVSZXNwb25zZRIoCgV0b2tlbhgBIAEoCzIXLm1pbmljcG12LnYxLlRva2VuRXZlbnRIABIsCgpjaG9pY2VfZW5kGAIgASgLMhYubWluaWNwbXYudjEuQ2hvaWNlRW5kSAASKAoFZmluYWwYAyABKAsyFy5taW5pY3Btdi52MS5GaW5hbEV2ZW50SABCBwoFZXZlbnQiDQoLSW5mb1JlcXVlc3QiygEKDEluZm9SZXNwb25zZRISCgptb2RlbF9uYW1lGAEgASgJEhYKDmNvbnRleHRfbGVuZ3RoGAIgASgNEhIKCmJsb2NrX3NpemUYAyABKA0SGgoSa3ZfY2FwYWNpdHlfYmxvY2tzGAQgASgNEhYKDmt2X3VzZWRfYmxvY2tzGAUgASgNEhMKC3F1ZXVlX2RlcHRoGAYgASgNEg8KB3J1bm5pbmcYByABKA0SEQoJcXVlcnlfbnVtGAggASgNEg0KBXJlYWR5GAkgASgIKngKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRklOSVNIX1JFQVNPTl9TVE9QEAESGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQAhIXChNGSU5JU0hfUkVBU09OX0FCT1JUEAMymwEKEUdlbmVyYXRpb25TZXJ2aWNlEkkKCEdlbmVyYXRlEhwubWluaWNwbXYudjEuR2VuZXJhdGVSZXF1ZXN0Gh0ubWluaWNwbXYudjEuR2VuZXJhdGVSZXNwb25zZTABEjsKBEluZm8SGC5taW5pY3Btdi52MS5JbmZvUmVxdWVzdBoZLm1pbmljcG12LnYxLkluZm9SZXNwb25zZWIGcHJvdG8z", [file_minicpmv_v1_common]);
 
 /**
  * Sampling and stopping parameters; unset fields take the reference chat() defaults.
@@ -160,6 +160,13 @@ export type GenerationParams = Message<"minicpmv.v1.GenerationParams"> & {
    * @generated from field: optional bool skip_special_tokens = 20;
    */
   skipSpecialTokens?: boolean | undefined;
+
+  /**
+   * Constrained decoding: only tokens the grammar allows may be sampled; unset: unconstrained.
+   *
+   * @generated from field: minicpmv.v1.StructuredOutput structured = 21;
+   */
+  structured?: StructuredOutput | undefined;
 };
 
 /**
@@ -168,6 +175,96 @@ export type GenerationParams = Message<"minicpmv.v1.GenerationParams"> & {
  */
 export const GenerationParamsSchema: GenMessage<GenerationParams> = /*@__PURE__*/
   messageDesc(file_minicpmv_v1_generation, 0);
+
+/**
+ * A grammar that constrains the generated text (compiled by xgrammar, cached per spec).
+ *
+ * @generated from message minicpmv.v1.StructuredOutput
+ */
+export type StructuredOutput = Message<"minicpmv.v1.StructuredOutput"> & {
+  /**
+   * What the text must match; unset: unconstrained.
+   *
+   * @generated from oneof minicpmv.v1.StructuredOutput.kind
+   */
+  kind: {
+    /**
+     * A JSON Schema (JSON text); the text is one JSON value valid against it.
+     *
+     * @generated from field: string json_schema = 1;
+     */
+    value: string;
+    case: "jsonSchema";
+  } | {
+    /**
+     * Any JSON object.
+     *
+     * @generated from field: bool json_object = 2;
+     */
+    value: boolean;
+    case: "jsonObject";
+  } | {
+    /**
+     * A regular expression the whole text matches.
+     *
+     * @generated from field: string regex = 3;
+     */
+    value: string;
+    case: "regex";
+  } | {
+    /**
+     * The text is exactly one of these strings.
+     *
+     * @generated from field: minicpmv.v1.StringList choice = 4;
+     */
+    value: StringList;
+    case: "choice";
+  } | {
+    /**
+     * An EBNF/GBNF grammar (root rule `root`).
+     *
+     * @generated from field: string grammar = 5;
+     */
+    value: string;
+    case: "grammar";
+  } | {
+    /**
+     * An xgrammar structural tag (JSON text), e.g. tool calls: tags whose content follows a JSON Schema.
+     *
+     * @generated from field: string structural_tag = 6;
+     */
+    value: string;
+    case: "structuralTag";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message minicpmv.v1.StructuredOutput.
+ * Use `create(StructuredOutputSchema)` to create a new message.
+ */
+export const StructuredOutputSchema: GenMessage<StructuredOutput> = /*@__PURE__*/
+  messageDesc(file_minicpmv_v1_generation, 1);
+
+/**
+ * A list of strings.
+ *
+ * @generated from message minicpmv.v1.StringList
+ */
+export type StringList = Message<"minicpmv.v1.StringList"> & {
+  /**
+   * The strings.
+   *
+   * @generated from field: repeated string values = 1;
+   */
+  values: string[];
+};
+
+/**
+ * Describes the message minicpmv.v1.StringList.
+ * Use `create(StringListSchema)` to create a new message.
+ */
+export const StringListSchema: GenMessage<StringList> = /*@__PURE__*/
+  messageDesc(file_minicpmv_v1_generation, 2);
 
 /**
  * A Generate call.
@@ -209,7 +306,7 @@ export type GenerateRequest = Message<"minicpmv.v1.GenerateRequest"> & {
  * Use `create(GenerateRequestSchema)` to create a new message.
  */
 export const GenerateRequestSchema: GenMessage<GenerateRequest> = /*@__PURE__*/
-  messageDesc(file_minicpmv_v1_generation, 1);
+  messageDesc(file_minicpmv_v1_generation, 3);
 
 /**
  * A log probability of one token.
@@ -251,7 +348,7 @@ export type TopLogprob = Message<"minicpmv.v1.TopLogprob"> & {
  * Use `create(TopLogprobSchema)` to create a new message.
  */
 export const TopLogprobSchema: GenMessage<TopLogprob> = /*@__PURE__*/
-  messageDesc(file_minicpmv_v1_generation, 2);
+  messageDesc(file_minicpmv_v1_generation, 4);
 
 /**
  * The chosen token at one position with its alternatives.
@@ -279,7 +376,7 @@ export type TokenLogprob = Message<"minicpmv.v1.TokenLogprob"> & {
  * Use `create(TokenLogprobSchema)` to create a new message.
  */
 export const TokenLogprobSchema: GenMessage<TokenLogprob> = /*@__PURE__*/
-  messageDesc(file_minicpmv_v1_generation, 3);
+  messageDesc(file_minicpmv_v1_generation, 5);
 
 /**
  * New tokens of one completion.
@@ -321,7 +418,7 @@ export type TokenEvent = Message<"minicpmv.v1.TokenEvent"> & {
  * Use `create(TokenEventSchema)` to create a new message.
  */
 export const TokenEventSchema: GenMessage<TokenEvent> = /*@__PURE__*/
-  messageDesc(file_minicpmv_v1_generation, 4);
+  messageDesc(file_minicpmv_v1_generation, 6);
 
 /**
  * One completion has ended.
@@ -356,7 +453,7 @@ export type ChoiceEnd = Message<"minicpmv.v1.ChoiceEnd"> & {
  * Use `create(ChoiceEndSchema)` to create a new message.
  */
 export const ChoiceEndSchema: GenMessage<ChoiceEnd> = /*@__PURE__*/
-  messageDesc(file_minicpmv_v1_generation, 5);
+  messageDesc(file_minicpmv_v1_generation, 7);
 
 /**
  * Token usage of a request.
@@ -398,7 +495,7 @@ export type Usage = Message<"minicpmv.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_minicpmv_v1_generation, 6);
+  messageDesc(file_minicpmv_v1_generation, 8);
 
 /**
  * Where the request's time went, in milliseconds.
@@ -440,7 +537,7 @@ export type Timings = Message<"minicpmv.v1.Timings"> & {
  * Use `create(TimingsSchema)` to create a new message.
  */
 export const TimingsSchema: GenMessage<Timings> = /*@__PURE__*/
-  messageDesc(file_minicpmv_v1_generation, 7);
+  messageDesc(file_minicpmv_v1_generation, 9);
 
 /**
  * The last event of a stream.
@@ -468,7 +565,7 @@ export type FinalEvent = Message<"minicpmv.v1.FinalEvent"> & {
  * Use `create(FinalEventSchema)` to create a new message.
  */
 export const FinalEventSchema: GenMessage<FinalEvent> = /*@__PURE__*/
-  messageDesc(file_minicpmv_v1_generation, 8);
+  messageDesc(file_minicpmv_v1_generation, 10);
 
 /**
  * One event of a Generate stream.
@@ -513,7 +610,7 @@ export type GenerateResponse = Message<"minicpmv.v1.GenerateResponse"> & {
  * Use `create(GenerateResponseSchema)` to create a new message.
  */
 export const GenerateResponseSchema: GenMessage<GenerateResponse> = /*@__PURE__*/
-  messageDesc(file_minicpmv_v1_generation, 9);
+  messageDesc(file_minicpmv_v1_generation, 11);
 
 /**
  * An Info call.
@@ -528,7 +625,7 @@ export type InfoRequest = Message<"minicpmv.v1.InfoRequest"> & {
  * Use `create(InfoRequestSchema)` to create a new message.
  */
 export const InfoRequestSchema: GenMessage<InfoRequest> = /*@__PURE__*/
-  messageDesc(file_minicpmv_v1_generation, 10);
+  messageDesc(file_minicpmv_v1_generation, 12);
 
 /**
  * The loaded model and this replica's load.
@@ -605,7 +702,7 @@ export type InfoResponse = Message<"minicpmv.v1.InfoResponse"> & {
  * Use `create(InfoResponseSchema)` to create a new message.
  */
 export const InfoResponseSchema: GenMessage<InfoResponse> = /*@__PURE__*/
-  messageDesc(file_minicpmv_v1_generation, 11);
+  messageDesc(file_minicpmv_v1_generation, 13);
 
 /**
  * Why a completion ended.
