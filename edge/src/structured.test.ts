@@ -40,6 +40,19 @@ describe("constrained decoding requests", () => {
     expect(gpu0(s).calls[0]?.params.structured).toEqual(spec);
   });
 
+  it.each([
+    [{ guided_regex: "a".repeat(65_537) }, "guided_regex"],
+    [{ structured_outputs: { grammar: "x".repeat(65_537) } }, "structured_outputs.grammar"],
+    [{ guided_choice: Array.from({ length: 257 }, (_, i) => `c${i}`) }, "guided_choice"],
+    [{ structured_outputs: { choice: ["a", "b".repeat(4097)] } }, "structured_outputs.choice[1]"],
+  ])("refuses an over-size constraint before it reaches a compiler: %#", async (extra, param) => {
+    const s = setup();
+    const res = await chat(s, { ...hello, ...extra });
+    expect(res.status).toBe(400);
+    expect((await errorOf(res)).param).toBe(param);
+    expect(gpu0(s).calls).toHaveLength(0);
+  });
+
   it("works on /v1/completions too", async () => {
     const s = setup();
     const res = await postJson(s.app, "/v1/completions", { prompt: "a b", guided_choice: ["x", "y"], n: 2 });
