@@ -30,15 +30,16 @@ async function main(): Promise<void> {
     limits: { maxN: config.maxN },
   });
   const progress = new ProgressReporter({ logger });
+  const banner = loadingBanner(config);
   let state: "loading" | "ready" | "stopping" = "loading";
   let readyInfo: Record<string, unknown> = {};
   const m = await telemetry.serveMetrics(config.metricsPort, config.metricsHost, {
     "/health": () =>
       state === "ready"
         ? { status: 200, body: { status: "ok", ...readyInfo } }
-        : { status: 503, body: { status: state, loading: progress.active() } },
+        : { status: 503, body: { status: state, ...banner, loading: progress.active() } },
   });
-  logger.info({ ...loadingBanner(config), grpc_port: grpcServer.port, metrics_port: m.port }, "loading the model");
+  logger.info({ ...banner, grpc_port: grpcServer.port, metrics_port: m.port }, "loading the model");
 
   const modelDir = await resolveModelDir(config, progress);
   const engine = await WorkerEngine.start(
