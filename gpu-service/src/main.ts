@@ -35,6 +35,7 @@ async function main(): Promise<void> {
       blockSize: config.blockSize,
       ...(config.numBlocks > 0 ? { numBlocks: config.numBlocks } : { kvCacheBytes: config.kvCacheBytes }),
       weights: config.weights,
+      visionPrecision: config.visionPrecision,
       executionProvider: config.executionProvider,
       ...(config.intraOpThreads > 0 ? { intraOpThreads: config.intraOpThreads } : {}),
     },

@@ -60,33 +60,49 @@ export function visionCacheKey(src: WeightSource, precision: VisionPrecision): s
  * or a concurrent build never leaves a half-written entry.
  */
 export async function ensureGraphs(src: WeightSource, opts: GraphOptions, cacheDir: string): Promise<BuiltGraphs> {
-  const root = join(cacheDir, "onnx");
   const t0 = performance.now();
   const llmOpts: LlmGraphOptions = { weights: opts.weights, blockSize: opts.blockSize };
-  const llm = await ensureEntry(root, graphCacheKey(src, llmOpts), { ...llmOpts, config: src.config }, src, (tmp) =>
-    buildLlmGraph(src, llmOpts, join(tmp, GRAPH_FILES.llmData)).then((b) =>
-      writeFileSync(join(tmp, GRAPH_FILES.llm), b),
-    ),
-  );
-  const vision = await ensureEntry(
-    root,
-    visionCacheKey(src, opts.visionPrecision),
-    { visionPrecision: opts.visionPrecision, config: src.config },
-    src,
-    (tmp) =>
-      buildVisionGraph(src, join(tmp, GRAPH_FILES.visionData), opts.visionPrecision).then((b) =>
-        writeFileSync(join(tmp, GRAPH_FILES.vision), b),
-      ),
-  );
+  const llm = await ensureLlmGraph(src, llmOpts, cacheDir);
+  const vision = await ensureVisionGraph(src, opts.visionPrecision, cacheDir);
   const built = llm.built || vision.built;
   return {
     dir: llm.dir,
     visionDir: vision.dir,
-    visionPath: join(vision.dir, GRAPH_FILES.vision),
-    llmPath: join(llm.dir, GRAPH_FILES.llm),
+    visionPath: vision.path,
+    llmPath: llm.path,
     built,
     buildMs: built ? performance.now() - t0 : 0,
   };
+}
+
+/** The LLM graph's cache entry, built when absent. */
+export async function ensureLlmGraph(src: WeightSource, opts: LlmGraphOptions, cacheDir: string) {
+  const e = await ensureEntry(
+    join(cacheDir, "onnx"),
+    graphCacheKey(src, opts),
+    { ...opts, config: src.config },
+    src,
+    (tmp) =>
+      buildLlmGraph(src, opts, join(tmp, GRAPH_FILES.llmData)).then((b) =>
+        writeFileSync(join(tmp, GRAPH_FILES.llm), b),
+      ),
+  );
+  return { ...e, path: join(e.dir, GRAPH_FILES.llm) };
+}
+
+/** The vision graph's cache entry, built when absent. */
+export async function ensureVisionGraph(src: WeightSource, precision: VisionPrecision, cacheDir: string) {
+  const e = await ensureEntry(
+    join(cacheDir, "onnx"),
+    visionCacheKey(src, precision),
+    { visionPrecision: precision, config: src.config },
+    src,
+    (tmp) =>
+      buildVisionGraph(src, join(tmp, GRAPH_FILES.visionData), precision).then((b) =>
+        writeFileSync(join(tmp, GRAPH_FILES.vision), b),
+      ),
+  );
+  return { ...e, path: join(e.dir, GRAPH_FILES.vision) };
 }
 
 async function ensureEntry(
