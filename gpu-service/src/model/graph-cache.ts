@@ -5,8 +5,8 @@ import { buildLlmGraph, type LlmGraphOptions } from "./llm-graph";
 import { buildVisionGraph, type VisionPrecision } from "./vision-graph";
 import type { WeightSource } from "./weights";
 
-/** Bump when the built LLM graph changes, so old cache entries are not reused. */
-export const GRAPH_BUILDER_VERSION = 1;
+/** Bump when the built LLM graph changes, so old cache entries are not reused (2: fused qkv and gate/up). */
+export const GRAPH_BUILDER_VERSION = 2;
 /** Bump when the built vision graph changes (2: MultiHeadAttention, fused qkv, int8 mode). */
 export const VISION_BUILDER_VERSION = 2;
 
