@@ -54,6 +54,7 @@ async function main(): Promise<void> {
             ? { kvCacheMemoryFraction: config.kvCacheMemoryFraction }
             : { kvCacheBytes: config.kvCacheBytes }),
         weights: config.weights,
+        visionPrecision: config.visionPrecision,
         executionProvider: config.executionProvider,
         ...(config.intraOpThreads > 0 ? { intraOpThreads: config.intraOpThreads } : {}),
       },

@@ -23,7 +23,7 @@ import {
 } from "@minicpmv/proto/onnx";
 
 /** Element types the builder emits. */
-export type DType = "float32" | "float16" | "int64" | "int32" | "uint8" | "bool";
+export type DType = "float32" | "float16" | "int64" | "int32" | "uint8" | "int8" | "bool";
 /** A tensor dimension: a fixed size or a symbolic name. */
 export type Dim = number | string;
 /** Attribute values: plain numbers are INT, `{ f }` is FLOAT, `{ fs }` FLOATS, number[] INTS, Graph a subgraph. */
@@ -35,6 +35,7 @@ const DTYPE_CODE: Record<DType, number> = {
   int64: TensorProto_DataType.INT64,
   int32: TensorProto_DataType.INT32,
   uint8: TensorProto_DataType.UINT8,
+  int8: TensorProto_DataType.INT8,
   bool: TensorProto_DataType.BOOL,
 };
 
@@ -43,7 +44,7 @@ export function onnxType(t: DType): number {
   return DTYPE_CODE[t];
 }
 
-type TypedData = Float32Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array;
+type TypedData = Float32Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array | Int8Array;
 
 /** Tensors larger than this go to the external data file (when one is configured). */
 const EXTERNAL_MIN_BYTES = 1024;

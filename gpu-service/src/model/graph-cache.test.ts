@@ -34,11 +34,12 @@ describe("graph cache keyed by checkpoint content", () => {
     const cacheDir = join(root, "cache");
     const la = await lastLogits(a, cacheDir);
     const lb = await lastLogits(b, cacheDir);
-    // Identical config.json and safetensors headers: only the weight bytes tell them apart.
-    expect(readdirSync(join(cacheDir, "onnx"))).toHaveLength(2);
+    // Identical config.json and safetensors headers: only the weight bytes tell them apart
+    // (one LLM entry and one vision entry per checkpoint).
+    expect(readdirSync(join(cacheDir, "onnx"))).toHaveLength(4);
     expect(Array.from(lb)).not.toEqual(Array.from(la));
     // Reopening from the cache (digests remembered, graphs reused) gives the same logits again.
     expect(Array.from(await lastLogits(a, cacheDir))).toEqual(Array.from(la));
-    expect(readdirSync(join(cacheDir, "onnx"))).toHaveLength(2);
+    expect(readdirSync(join(cacheDir, "onnx"))).toHaveLength(4);
   });
 });

@@ -121,23 +121,24 @@ export async function buildLlmGraph(src: WeightSource, opts: LlmGraphOptions, ex
     const keyPool = g.input(`${LLM_IO.keyPool}.${i}`, "float32", ["NB", KVH, opts.blockSize, D]);
     const valuePool = g.input(`${LLM_IO.valuePool}.${i}`, "float32", ["NB", KVH, opts.blockSize, D]);
     const h = await L.rmsNorm(x, `${p}.input_layernorm.weight`, hid, c.rmsNormEps);
-    const q = await L.linear(h, `${p}.self_attn.q_proj.weight`, hid, H * D, opts.weights, `${p}.self_attn.q_proj.bias`);
-    const k = await L.linear(
+    // q, k, v in one MatMul(NBits): one pass over h, one kernel launch instead of three
+    const attnProj = (t: string, n: number) => ({
+      weight: `${p}.self_attn.${t}_proj.weight`,
+      n,
+      bias: `${p}.self_attn.${t}_proj.bias`,
+    });
+    const qkv = await L.linearConcat(
       h,
-      `${p}.self_attn.k_proj.weight`,
+      `${p}.self_attn.qkv_proj`,
+      [attnProj("q", H * D), attnProj("k", KVH * D), attnProj("v", KVH * D)],
       hid,
-      KVH * D,
       opts.weights,
-      `${p}.self_attn.k_proj.bias`,
     );
-    const v = await L.linear(
-      h,
-      `${p}.self_attn.v_proj.weight`,
-      hid,
-      KVH * D,
-      opts.weights,
-      `${p}.self_attn.v_proj.bias`,
-    );
+    const [q, k, v] = g.opN("Split", [qkv, g.i64([H * D, KVH * D, KVH * D])], 3, { axis: -1 }) as [
+      string,
+      string,
+      string,
+    ];
     const ropeOp = (t: string, heads: number) =>
       g.op("RotaryEmbedding", [t, pos, cos, sin], { interleaved: 0, num_heads: heads }, { domain: "com.microsoft" });
     const qRot = ropeOp(q, H); // [B,T,H·D]
@@ -151,8 +152,18 @@ export async function buildLlmGraph(src: WeightSource, opts: LlmGraphOptions, ex
     const attn = g.op("Loop", [numSeqs, ""], { body }); // [B,T,H·D]
     x = g.op("Add", [x, await L.linear(attn, `${p}.self_attn.o_proj.weight`, H * D, hid, opts.weights)]);
     const h2 = await L.rmsNorm(x, `${p}.post_attention_layernorm.weight`, hid, c.rmsNormEps);
-    const gate = await L.linear(h2, `${p}.mlp.gate_proj.weight`, hid, c.intermediateSize, opts.weights);
-    const up = await L.linear(h2, `${p}.mlp.up_proj.weight`, hid, c.intermediateSize, opts.weights);
+    const I = c.intermediateSize;
+    const gateUp = await L.linearConcat(
+      h2,
+      `${p}.mlp.gate_up_proj`,
+      [
+        { weight: `${p}.mlp.gate_proj.weight`, n: I },
+        { weight: `${p}.mlp.up_proj.weight`, n: I },
+      ],
+      hid,
+      opts.weights,
+    );
+    const [gate, up] = g.opN("Split", [gateUp, g.i64([I, I])], 2, { axis: -1 }) as [string, string];
     const act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]);
     x = g.op("Add", [x, await L.linear(act, `${p}.mlp.down_proj.weight`, c.intermediateSize, hid, opts.weights)]);
   }
