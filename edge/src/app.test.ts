@@ -520,7 +520,14 @@ describe("backend errors", () => {
       {},
       /not implemented/,
     ],
-    ["INTERNAL", backendError("preprocess", "INTERNAL", "boom"), 500, {}, /boom/],
+    // An internal error's text (a stack, a path) stays in the log.
+    [
+      "INTERNAL",
+      backendError("preprocess", "INTERNAL", "boom at /srv/x.ts:3"),
+      500,
+      {},
+      /^preprocess: internal error$/,
+    ],
   ];
   for (const [code, err, status, headers, message] of cases) {
     it(`maps ${code} from the preprocess service to ${status}`, async () => {

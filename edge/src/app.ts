@@ -130,7 +130,11 @@ export function createApp(deps: AppDeps): Hono<EdgeEnv> {
 
   app.onError((err, c) => {
     const e = httpError(err);
-    if (e.status === 500) deps.logger?.error({ err, request_id: c.get("requestId") }, "request failed");
+    if (e.status === 500)
+      deps.logger?.error(
+        { err, detail: err instanceof EdgeError ? err.extra.detail : undefined, request_id: c.get("requestId") },
+        "request failed",
+      );
     else if (e.status > 500)
       deps.logger?.warn({ err: e.body.error.message, request_id: c.get("requestId") }, "request failed");
     return c.json(e.body, e.status as 400, e.headers);

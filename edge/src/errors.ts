@@ -48,6 +48,8 @@ export class EdgeError extends Error {
       reason?: RejectReason;
       /** The gRPC status name when the error came from a backend. */
       backendCode?: string;
+      /** What went wrong inside, for the log only: never sent to the client (an internal error is a bug). */
+      detail?: string;
     } = {},
   ) {
     super(message);
@@ -98,7 +100,7 @@ export interface HttpError {
 
 /** Maps any thrown value to an HTTP error; values that are not EdgeErrors are internal errors (a bug). */
 export function httpError(err: unknown): HttpError {
-  const e = err instanceof EdgeError ? err : new EdgeError("internal", `internal error: ${String(err)}`);
+  const e = err instanceof EdgeError ? err : new EdgeError("internal", "internal error", { detail: String(err) });
   const status = STATUS[e.kind];
   const headers: Record<string, string> = {};
   if (e.extra.retryAfterS !== undefined) headers["retry-after"] = String(Math.max(1, Math.ceil(e.extra.retryAfterS)));
@@ -190,6 +192,7 @@ export function backendError(
     case "UNIMPLEMENTED":
       return new EdgeError("not_implemented", msg, extra);
     default:
-      return new EdgeError("internal", msg, extra);
+      // A backend's internal error is a bug there: its text (stack, paths) goes to the log, not to the client.
+      return new EdgeError("internal", `${backend}: internal error`, { ...extra, detail: message });
   }
 }

@@ -306,8 +306,10 @@ export async function runGeneration(
         } catch (err) {
           // The status is already 200: report the failure as a last event with the same body as an HTTP error.
           if (!sse.aborted) {
-            const e = httpError(endedEarly(ctx, stalled, stallMs) ?? err);
-            ctx.logger?.warn({ request_id: rid, err: e.body.error.message }, "stream failed after it started");
+            const cause = endedEarly(ctx, stalled, stallMs) ?? err;
+            const e = httpError(cause);
+            const detail = cause instanceof EdgeError ? cause.extra.detail : String(cause);
+            ctx.logger?.warn({ request_id: rid, err: e.body.error.message, detail }, "stream failed after it started");
             await sse.writeSSE({ data: JSON.stringify(e.body) });
           }
         } finally {
