@@ -109,9 +109,22 @@ function measure(shape: string, p: Params, n: number, old: boolean): { median: n
   };
 }
 
+/** One plain pass over the vocabulary (argmax), median ms: the yardstick for how loaded the machine is. */
+function plainPass(): number {
+  const x = makeLogits("flat", 99);
+  const t: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const t0 = performance.now();
+    argmax(x);
+    t.push(performance.now() - t0);
+  }
+  return t.sort((a, b) => a - b)[100] as number;
+}
+
 console.log(
   `sampler per token, vocabulary ${V}: ms (median / mean), new over ${iters} and old over ${refIters} tokens`,
 );
+console.log(`one plain pass over the vocabulary (argmax): ${plainPass().toFixed(3)} ms median (load yardstick)`);
 for (const shape of (args.shape as string).split(",")) {
   console.log(`\nlogits: ${shape}`);
   console.log(`${"case".padEnd(38)} ${"new ms".padStart(14)} ${"old ms".padStart(16)}  speed-up  same tokens`);
