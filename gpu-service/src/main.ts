@@ -37,6 +37,10 @@ async function main(): Promise<void> {
       weights: config.weights,
       executionProvider: config.executionProvider,
       ...(config.intraOpThreads > 0 ? { intraOpThreads: config.intraOpThreads } : {}),
+      ...(config.visionThreads > 0 ? { visionThreads: config.visionThreads } : {}),
+      ...(config.llmThreads > 0 ? { llmThreads: config.llmThreads } : {}),
+      visionSpinning: config.visionSpinning,
+      llmSpinning: config.llmSpinning,
     },
     engine: {
       maxBatchTokens: config.maxBatchTokens,
@@ -44,6 +48,7 @@ async function main(): Promise<void> {
       maxWaiting: config.maxWaiting,
       encoderCacheBytes: config.encoderCacheBytes,
       enablePrefixCaching: config.enablePrefixCaching,
+      visionSlicesPerStep: config.visionSlicesPerStep,
     },
     traceSteps: telemetry.tracing,
   });
