@@ -161,6 +161,58 @@ function sortByValueDesc(x: ArrayLike<number>, ids: Int32Array, m: number): void
   for (let j = 0; j < m; j++) ids[j] = (keys[j] as number) % scale;
 }
 
+let radixKeys = new Uint32Array(0);
+let radixKeys2 = new Uint32Array(0);
+let radixIds2 = new Int32Array(0);
+const radixCount = new Int32Array(65536);
+
+/** One stable counting pass over 16 bits of the keys: src -> dst. */
+function radixPass(srcK: Uint32Array, srcI: Int32Array, dstK: Uint32Array, dstI: Int32Array, m: number, shift: number) {
+  const count = radixCount;
+  count.fill(0);
+  for (let j = 0; j < m; j++) {
+    const d = ((srcK[j] as number) >>> shift) & 0xffff;
+    count[d] = (count[d] as number) + 1;
+  }
+  let sum = 0;
+  for (let d = 0; d < 65536; d++) {
+    const c = count[d] as number;
+    count[d] = sum;
+    sum += c;
+  }
+  for (let j = 0; j < m; j++) {
+    const key = srcK[j] as number;
+    const d = (key >>> shift) & 0xffff;
+    const at = count[d] as number;
+    count[d] = at + 1;
+    dstK[at] = key;
+    dstI[at] = srcI[j] as number;
+  }
+}
+
+/**
+ * `sortByValueDesc` for many ids given in increasing order: an LSD radix sort of 32-bit order keys made from
+ * the float32 bits, in two 16-bit passes. Stable, so equal values keep their increasing ids: the same order
+ * as the comparison sort.
+ */
+function radixSortByValueDesc(x: Float32Array, ids: Int32Array, m: number): void {
+  if (radixKeys.length < m) {
+    radixKeys = new Uint32Array(m);
+    radixKeys2 = new Uint32Array(m);
+    radixIds2 = new Int32Array(m);
+  }
+  const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  const k1 = radixKeys;
+  for (let j = 0; j < m; j++) {
+    let b = bits[ids[j] as number] as number;
+    if (b === 0x80000000) b = 0; // -0 sorts as +0
+    // descending: negatives keep their bits (larger magnitude later), positives flip below them
+    k1[j] = b & 0x80000000 ? b : ~b & 0x7fffffff;
+  }
+  radixPass(k1, ids, radixKeys2, radixIds2, m, 0);
+  radixPass(radixKeys2, radixIds2, k1, ids, m, 16);
+}
+
 /** Min-heap of the best k values seen, the worst (smallest value, then largest index) at the root. */
 class TopKHeap {
   vals = new Float64Array(0);
@@ -266,6 +318,8 @@ function topPCount(count: number, topP: number): number {
 
 /** Heads larger than this are not worth a partial attempt: sort everything. */
 const HEAD_LIMIT = 16384;
+/** Heads at least this large are radix-sorted. */
+const RADIX_MIN = 2048;
 /** The top_p path's first pass keeps the ids with z > -PRE_CUT. */
 const PRE_CUT = 16;
 const preIds = new Int32Array(HEAD_LIMIT + 1);
@@ -307,6 +361,7 @@ function selectTopP(logits: Float32Array, max: number, inv: number, floor: numbe
   // this close to a running sum is rare), as long as its head stays small; then larger ones, then all.
   let c = 1;
   while (c < 41 && (tailBound[c] as number) > 1e-4 && (headCount[c + 1] as number) <= HEAD_LIMIT) c++;
+  if ((tailBound[c] as number) > 1e-4) c = 41; // no small head can decide: a flat distribution, sort it all
   for (; c <= 41; c = c >= 41 ? 42 : Math.min(41, c + 4)) {
     if (c < 41 && (headCount[c] as number) > HEAD_LIMIT) c = 41;
     const cut = c >= 41 ? Number.NEGATIVE_INFINITY : -c;
@@ -323,7 +378,9 @@ function selectTopP(logits: Float32Array, max: number, inv: number, floor: numbe
         const z = (l - max) * inv;
         if (z >= floor && z > cut) keptIds[h++] = i;
       }
-    sortByValueDesc(logits, keptIds, h);
+    // NOTE: the head was gathered in increasing id order, as the radix sort needs.
+    if (h >= RADIX_MIN) radixSortByValueDesc(logits, keptIds, h);
+    else sortByValueDesc(logits, keptIds, h);
     for (let j = 0; j < h; j++) keptW[j] = fastExp(((logits[keptIds[j] as number] as number) - max) * inv);
     const tail = m - h;
     if (tail === 0) return topPCount(h, topP);
