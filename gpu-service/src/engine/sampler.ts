@@ -495,11 +495,36 @@ export function logprobsOf(
   token: number,
   topN: number,
 ): { chosen: { tokenId: number; logprob: number }; top: { tokenId: number; logprob: number }[] } {
-  const lse = logSumExp(logits);
+  // One pass for the max and the top-N heap (what logSumExp and topKIndices compute), one for the exps.
+  const n = logits.length;
+  const k = Math.max(0, Math.min(topN, n));
+  heap.reset(k);
+  let max = Number.NEGATIVE_INFINITY;
+  let worst = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < n; i++) {
+    const v = logits[i] as number;
+    if (v > max) max = v;
+    if (k === 0) continue;
+    if (heap.size < k) {
+      heap.offer(v, i);
+      if (heap.size === k) worst = heap.vals[0] as number;
+    } else if (v > worst) {
+      heap.offer(v, i);
+      worst = heap.vals[0] as number;
+    }
+  }
+  let lse = max;
+  if (max !== Number.NEGATIVE_INFINITY) {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += fastExp((logits[i] as number) - max);
+    lse = max + Math.log(s);
+  }
+  const top = heap.ids.slice(0, heap.size);
+  sortByValueDesc(logits, top, top.length);
   const lp = (id: number) => (logits[id] as number) - lse;
   return {
     chosen: { tokenId: token, logprob: lp(token) },
-    top: topKIndices(logits, topN).map((id) => ({ tokenId: id, logprob: lp(id) })),
+    top: Array.from(top, (id) => ({ tokenId: id, logprob: lp(id) })),
   };
 }
 
