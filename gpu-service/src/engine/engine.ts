@@ -252,7 +252,7 @@ export class Engine {
     for (const g of out.preempted) for (const s of (g as RequestState).seqs) s.pendingLogits = null;
     for (const g of out.admitted) {
       const r = g as RequestState;
-      r.firstScheduledAt = now;
+      r.firstScheduledAt ??= now; // set already when its images were encoded ahead
       r.cachedPromptTokens = out.scheduled.find((e) => e.group === g)?.cachedTokens ?? 0;
     }
     if (out.scheduled.length === 0) return;
@@ -395,6 +395,9 @@ export class Engine {
   private async encodeChunk(r: RequestState, m: RequestState["media"][number], max: number): Promise<number> {
     let part = r.partialEmbeds.get(m.contentHash);
     if (!part) {
+      // Vision work is the engine working on the request: its queue wait ends here (vLLM counts encoder
+      // scheduling as scheduling), so queue time stays queue time and prefill time includes the encode.
+      r.firstScheduledAt ??= this.now();
       part = { arrays: [], start: this.now() };
       r.partialEmbeds.set(m.contentHash, part);
     }
