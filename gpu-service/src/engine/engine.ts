@@ -355,7 +355,9 @@ export class Engine {
         const m = this.pendingMedia(r);
         if (m === undefined) break;
         try {
-          budget -= await this.encodeChunk(r, m, budget);
+          const done = await this.encodeChunk(r, m, budget);
+          if (done === 0) throw new EngineDeadError(`image ${m.contentHash}: nothing left to encode, yet not ready`);
+          budget -= done;
         } catch (err) {
           if (err instanceof EngineDeadError) throw err;
           this.fail(r, "invalid_argument", `vision encoder: ${err instanceof Error ? err.message : String(err)}`);
