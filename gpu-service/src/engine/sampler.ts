@@ -13,6 +13,12 @@
  *  - min_p keeps tokens whose probability is at least min_p times the top one (after temperature).
  *  - top_p keeps the smallest most-likely set whose mass reaches top_p (after top_k), at least one token.
  *  - log probabilities are those of the raw model distribution (vLLM's default), not of the warped one.
+ *
+ * Cost: O(vocabulary) per token, no vocabulary-sized allocation after the first steps. top_k by a heap, top_p
+ * by an exactly sorted head plus a bound on the rest (a radix sort of everything only when the distribution is
+ * flat), exp by `fastExp` (Math.exp's bits). NOTE: the draws, weights and logprobs are bit for bit those of
+ * the original full-sort sampler (`sampler-reference.test-support.ts`, checked by sampler-equivalence.test.ts):
+ * same seed, same tokens.
  */
 
 import { fastExp } from "./fast-exp";
