@@ -400,6 +400,7 @@ export class Engine {
       // Vision work is the engine working on the request: its queue wait ends here (vLLM counts encoder
       // scheduling as scheduling), so queue time stays queue time and prefill time includes the encode.
       r.firstScheduledAt ??= this.now();
+      this.encoderCache.queries++; // the lookup that missed (pendingMedia only peeked with has())
       part = { arrays: [], start: this.now() };
       r.partialEmbeds.set(m.contentHash, part);
     }
