@@ -76,8 +76,18 @@ export interface GpuServiceConfig {
   visionPrecision: "f32" | "int8";
   /** `EXECUTION_PROVIDER` (default "cpu"): ONNX Runtime provider: cpu, webgpu or cuda. */
   executionProvider: "cpu" | "webgpu" | "cuda";
-  /** `INTRA_OP_THREADS` (default 0 = ONNX Runtime's choice): threads per ONNX Runtime op. */
+  /** `INTRA_OP_THREADS` (default 0 = ONNX Runtime's choice): threads per ONNX Runtime op, both sessions. */
   intraOpThreads: number;
+  /** `VISION_THREADS` (default 0 = INTRA_OP_THREADS): intra-op threads of the vision tower's session. */
+  visionThreads: number;
+  /** `LLM_THREADS` (default 0 = INTRA_OP_THREADS): intra-op threads of the LLM's session. */
+  llmThreads: number;
+  /** `VISION_ALLOW_SPINNING` (default false): idle vision threads busy-wait for work (ORT allow_spinning). */
+  visionSpinning: boolean;
+  /** `LLM_ALLOW_SPINNING` (default false): idle LLM threads busy-wait for work (ORT allow_spinning). */
+  llmSpinning: boolean;
+  /** `VISION_SLICES_PER_STEP` (default 1): image slices encoded per engine step, between decode steps. */
+  visionSlicesPerStep: number;
   /** `MAX_N` (default 16): largest n and beam width accepted. */
   maxN: number;
   /** `GRPC_MAX_MESSAGE_BYTES` (default 268435456 = 256 MiB): largest gRPC message sent or received. */
@@ -152,6 +162,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): GpuServiceConf
     visionPrecision: oneOf(env, "VISION_PRECISION", "f32", ["f32", "int8"] as const),
     executionProvider: oneOf(env, "EXECUTION_PROVIDER", "cpu", ["cpu", "webgpu", "cuda"] as const),
     intraOpThreads: int(env, "INTRA_OP_THREADS", 0, 0),
+    visionThreads: int(env, "VISION_THREADS", 0, 0),
+    llmThreads: int(env, "LLM_THREADS", 0, 0),
+    visionSpinning: bool(env, "VISION_ALLOW_SPINNING", false),
+    llmSpinning: bool(env, "LLM_ALLOW_SPINNING", false),
+    visionSlicesPerStep: int(env, "VISION_SLICES_PER_STEP", 1, 1),
     maxN: int(env, "MAX_N", 16, 1),
     grpcMaxMessageBytes: int(env, "GRPC_MAX_MESSAGE_BYTES", 256 * 1024 * 1024, 4 * 1024 * 1024),
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0),

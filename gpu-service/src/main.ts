@@ -57,6 +57,10 @@ async function main(): Promise<void> {
         visionPrecision: config.visionPrecision,
         executionProvider: config.executionProvider,
         ...(config.intraOpThreads > 0 ? { intraOpThreads: config.intraOpThreads } : {}),
+        ...(config.visionThreads > 0 ? { visionThreads: config.visionThreads } : {}),
+        ...(config.llmThreads > 0 ? { llmThreads: config.llmThreads } : {}),
+        visionSpinning: config.visionSpinning,
+        llmSpinning: config.llmSpinning,
       },
       engine: {
         maxBatchTokens: config.maxBatchTokens,
@@ -64,6 +68,7 @@ async function main(): Promise<void> {
         maxWaiting: config.maxWaiting,
         encoderCacheBytes: config.encoderCacheBytes,
         enablePrefixCaching: config.enablePrefixCaching,
+        visionSlicesPerStep: config.visionSlicesPerStep,
       },
       traceSteps: telemetry.tracing,
     },

@@ -179,6 +179,48 @@ describe("Engine", () => {
     expect(Math.max(...model.stepTokens)).toBeLessThanOrEqual(5);
   });
 
+  it("keeps a running stream decoding between the slices of an image that arrives meanwhile", async () => {
+    const imageIds = [...prompt(2, 3), ...new Array(16).fill(9), 5, 6]; // 4 slices of 4 placeholders at 3
+    const run = async (slicesPerStep: number) => {
+      const { engine, model } = make({}, { visionSlicesPerStep: slicesPerStep });
+      const order: string[] = [];
+      const encode = model.encodeSlices.bind(model);
+      model.encodeSlices = async (slices) => {
+        order.push(`encode ${slices.length}`);
+        return encode(slices);
+      };
+      const streamed: number[] = [];
+      engine.add(request(prompt(1, 6), { maxTokens: 30 }), (ev) => {
+        if (ev.type !== "token") return;
+        order.push("token");
+        streamed.push(...ev.tokenIds);
+      });
+      await engine.step();
+      await engine.step();
+      expect(order).toEqual(["token", "token"]); // decoding before the image arrives
+      const b = collect(engine, request(imageIds, { maxTokens: 3 }, [image(3, 3, 4)]));
+      await drain(engine);
+      return { order, streamed, image: b.tokens[0], encoded: model.encodedSlices };
+    };
+    const one = await run(1);
+    // Step order: the image's 4 slices are encoded one per step, each followed by a decode step of the stream.
+    const encodes = one.order.flatMap((e, i) => (e.startsWith("encode") ? [i] : []));
+    expect(encodes.map((i) => one.order[i])).toEqual(["encode 1", "encode 1", "encode 1", "encode 1"]);
+    for (const i of encodes) expect(one.order[i + 1]).toBe("token");
+    expect(one.encoded).toBe(4);
+    // Two slices per step: two encodes; outputs identical to one per step, and to each request alone.
+    const two = await run(2);
+    expect(two.order.filter((e) => e.startsWith("encode"))).toEqual(["encode 2", "encode 2"]);
+    expect(two.image).toEqual(one.image);
+    expect(two.streamed).toEqual(one.streamed);
+    const alone = make();
+    const a = collect(alone.engine, request(prompt(1, 6), { maxTokens: 30 }));
+    const b = collect(alone.engine, request(imageIds, { maxTokens: 3 }, [image(3, 3, 4)]));
+    await drain(alone.engine);
+    expect(a.tokens[0]).toEqual(one.streamed);
+    expect(b.tokens[0]).toEqual(one.image);
+  });
+
   it("forks n > 1 copy-on-write; completion 0 equals n = 1 with the same seed", async () => {
     const one = make();
     const single = collect(one.engine, request(prompt(3, 6), { ...SAMPLED, maxTokens: 10 }));

@@ -1,13 +1,20 @@
 /**
  * The engine core: one loop, one owner of all request and KV state (vLLM `EngineCore.step`).
  *
- *   add/abort ──> Scheduler.schedule()
+ *   add/abort ──> vision: at most `visionSlicesPerStep` slices of the images of requests not yet admitted
+ *                   │  (EncoderCache by content hash; a request is admitted once its images are encoded)
+ *                   ▼
+ *                 Scheduler.schedule(ready)
  *                   │  SchedulerOutput (which sequences, how many tokens, block copies)
  *                   ▼
- *                 vision encode (EncoderCache by content hash) ─> copyBlock ─> model.step(SeqStep[])
+ *                 embeddings of the rows computed ─> copyBlock ─> model.step(SeqStep[])
  *                   │  logits per sequence that reached its end
  *                   ▼
  *                 Scheduler.update() ─> sample / beam step ─> events (token, choice_end, final)
+ *
+ * NOTE: images are encoded a few slices per step, interleaved with the decode steps of running requests, so a
+ * multi-slice image never stalls running streams for its whole encode (a 1344x1344 image is 10 slices of
+ * seconds each on a CPU); its request's prefill starts, exactly as it would have, once all are encoded.
  *
  * Per-request failures (bad media, does not fit) end only that request with an `error` event; a broken
  * invariant or a failed model step kills the engine (`EngineDeadError`): every request gets an error and
@@ -58,6 +65,8 @@ export interface EngineConfig {
   enablePrefixCaching: boolean;
   /** Terminator ids (default TERMINATORS). */
   terminators?: readonly number[];
+  /** Image slices encoded per step, between the decode steps of running requests (default 1). */
+  visionSlicesPerStep?: number;
 }
 
 /** Continuous-batching engine over one model replica. */
@@ -246,13 +255,15 @@ export class Engine {
   }
 
   private async stepInner(): Promise<void> {
-    const out = this.scheduler.schedule();
+    // NOTE: no await without vision work, so a step without images runs its model step in the same tick.
+    if (this.visionPending()) await this.encodeAhead();
+    const out = this.scheduler.schedule((g) => this.pendingMedia(g as RequestState) === undefined);
     const now = this.now();
     for (const { group, message } of out.failed) this.fail(group as RequestState, "resource_exhausted", message);
     for (const g of out.preempted) for (const s of (g as RequestState).seqs) s.pendingLogits = null;
     for (const g of out.admitted) {
       const r = g as RequestState;
-      r.firstScheduledAt = now;
+      r.firstScheduledAt ??= now; // set already when its images were encoded ahead
       r.cachedPromptTokens = out.scheduled.find((e) => e.group === g)?.cachedTokens ?? 0;
     }
     if (out.scheduled.length === 0) return;
@@ -368,6 +379,109 @@ export class Engine {
     });
   }
 
+  /** Whether a running or waiting request still needs an image encoded. */
+  private visionPending(): boolean {
+    for (const g of this.scheduler.running) if (this.pendingMedia(g as RequestState) !== undefined) return true;
+    for (const g of this.scheduler.waiting) if (this.pendingMedia(g as RequestState) !== undefined) return true;
+    return false;
+  }
+
+  /**
+   * This step's vision work: up to `visionSlicesPerStep` slices of the first images that requests still need,
+   * in scheduling order (running, then waiting). A bad image fails only its request.
+   */
+  private async encodeAhead(): Promise<void> {
+    let budget = Math.max(1, this.config.visionSlicesPerStep ?? 1);
+    const groups = [...this.scheduler.running, ...this.scheduler.waiting] as RequestState[];
+    for (const r of groups) {
+      while (budget > 0 && this.requests.has(r.id) && !this.pendingAborts.has(r.id)) {
+        const m = this.pendingMedia(r);
+        if (m === undefined) break;
+        try {
+          const done = await this.encodeChunk(r, m, budget);
+          if (done === 0) throw new EngineDeadError(`image ${m.contentHash}: nothing left to encode, yet not ready`);
+          budget -= done;
+        } catch (err) {
+          if (err instanceof EngineDeadError) throw err;
+          this.fail(r, "invalid_argument", `vision encoder: ${err instanceof Error ? err.message : String(err)}`);
+        }
+      }
+      if (budget <= 0) break;
+    }
+  }
+
+  /**
+   * The first image `r` still needs encoded before it can compute (none: undefined). An image is needed when
+   * a placeholder lies at or after the position the request computes from (its cached prefix when it has not
+   * started); one the encoder cache holds is taken from there.
+   */
+  private pendingMedia(r: RequestState): RequestState["media"][number] | undefined {
+    if (r.mediaEnd === 0) return undefined;
+    let from = Number.POSITIVE_INFINITY;
+    for (const s of r.seqs) {
+      const fresh = s.blockTable.length === 0 && s.numComputed === 0;
+      from = Math.min(from, fresh ? this.kv.findCachedPrefix(s).numTokens : s.numComputed);
+    }
+    if (from >= r.mediaEnd) return undefined;
+    const q = this.model.info.queryNum;
+    for (const m of r.media) {
+      const end = m.slices.reduce((e, sl) => Math.max(e, sl.tokenOffset + q), 0);
+      if (end <= from || r.embeds.has(m.contentHash)) continue;
+      if (this.encoderCache.has(m.contentHash)) {
+        this.mediaFromCache(r, m.contentHash, m.slices.length);
+        continue;
+      }
+      return m;
+    }
+    return undefined;
+  }
+
+  /** Encodes up to `max` more slices of `m` for `r`; returns how many. A complete image goes to the caches. */
+  private async encodeChunk(r: RequestState, m: RequestState["media"][number], max: number): Promise<number> {
+    let part = r.partialEmbeds.get(m.contentHash);
+    if (!part) {
+      // Vision work is the engine working on the request: its queue wait ends here (vLLM counts encoder
+      // scheduling as scheduling), so queue time stays queue time and prefill time includes the encode.
+      r.firstScheduledAt ??= this.now();
+      this.encoderCache.queries++; // the lookup that missed (pendingMedia only peeked with has())
+      part = { arrays: [], start: this.now() };
+      r.partialEmbeds.set(m.contentHash, part);
+    }
+    const k0 = part.arrays.length;
+    const chunk = m.slices.slice(k0, k0 + max);
+    const t0 = this.now();
+    const arrays = await this.model.encodeSlices(chunk.map((s) => ({ width: s.width, height: s.height, rgb: s.rgb })));
+    r.visionMs += this.now() - t0;
+    const want = this.model.info.queryNum * this.model.info.hiddenSize;
+    if (arrays.length !== chunk.length || arrays.some((a) => a.length !== want))
+      throw new EngineDeadError(`encodeSlices returned ${arrays.length} arrays for ${chunk.length} slices`);
+    part.arrays.push(...arrays);
+    if (part.arrays.length === m.slices.length) {
+      r.partialEmbeds.delete(m.contentHash);
+      r.vision?.push({
+        start: this.epoch + part.start,
+        end: this.epoch + this.now(),
+        slices: m.slices.length,
+        cacheHit: false,
+      });
+      this.encoderCache.put(m.contentHash, part.arrays);
+      r.embeds.set(m.contentHash, part.arrays);
+    }
+    return chunk.length;
+  }
+
+  /** Takes an image's embeddings from the encoder cache for `r` (a hit; traced requests record it). */
+  private mediaFromCache(r: RequestState, hash: string, slices: number): Float32Array[] | undefined {
+    const arrays = this.encoderCache.get(hash);
+    if (arrays === undefined) return undefined;
+    if (r.vision) {
+      const t = this.epoch + this.now();
+      r.vision.push({ start: t, end: t, slices, cacheHit: true });
+    }
+    r.embeds.set(hash, arrays);
+    return arrays;
+  }
+
   /** Embedding rows for positions [start, start+n) of a request's prompt, chunk-relative. */
   private async embedsFor(r: RequestState, start: number, n: number) {
     const end = Math.min(start + n, r.promptLen);
@@ -396,11 +510,9 @@ export class Engine {
   private async mediaEmbeds(r: RequestState, hash: string, slices: RequestState["media"][number]["slices"]) {
     const held = r.embeds.get(hash);
     if (held) return held;
-    let arrays = this.encoderCache.get(hash);
-    if (arrays && r.vision) {
-      const t = this.epoch + this.now();
-      r.vision.push({ start: t, end: t, slices: slices.length, cacheHit: true });
-    }
+    // NOTE: normally encodeAhead has these ready before admission; this path covers a cached prefix that
+    // was evicted between the readiness check and the step (the whole image is encoded here, inline).
+    let arrays = this.mediaFromCache(r, hash, slices.length);
     if (!arrays) {
       const t0 = this.now();
       arrays = await this.model.encodeSlices(slices.map((s) => ({ width: s.width, height: s.height, rgb: s.rgb })));

@@ -4,7 +4,7 @@
  */
 
 import type { OutputText } from "./output-text";
-import { applyPenalties, logprobsOf, sampleToken } from "./sampler";
+import { applyPenalties, logprobsOf, sampleToken, scratchCopy } from "./sampler";
 import type { Seq } from "./sequence";
 import type { EngineEvent, FinishReason, PositionLogprobs, SamplingParams, TokenBytes, TokenLogprob } from "./types";
 
@@ -36,7 +36,7 @@ export function nextToken(
   stopIds: readonly number[],
   tok: TokenBytes,
 ): NextToken {
-  const x = Float32Array.from(logits);
+  const x = scratchCopy(logits);
   // NOTE: below min_tokens the stop ids cannot be sampled at all (transformers' MinNewTokens processor).
   applyPenalties(x, p, s.generated(), s.numGenerated < p.minTokens ? stopIds : []);
   const id = sampleToken(x, p, s.rng);

@@ -8,7 +8,8 @@
  *  1. running sequences that decode (one token left to compute), highest priority first;
  *  2. running sequences still prefilling, in chunks that fit the rest of the budget (chunked prefill,
  *     so a long multimodal prompt never holds back the decodes of 1.);
- *  3. waiting requests by (priority, arrival), prefix-cache hits skipped, while budget, blocks and the
+ *  3. waiting requests by (priority, arrival), prefix-cache hits skipped, those not `ready` passed over
+ *     (the engine: images still encoding, so they never hold up the queue), while budget, blocks and the
  *     running limit allow (only in steps that preempted nothing in 1. and 2.). When the best waiting
  *     request does not fit (running limit or blocks) but would fit with every running request of
  *     strictly lower priority (larger `priority` value) gone, those are preempted one at a time, the
@@ -143,8 +144,12 @@ export class Scheduler<S extends SchedSeq = SchedSeq> {
     group.seqs.push(child);
   }
 
-  /** Plans one step. */
-  schedule(): SchedulerOutput<S> {
+  /**
+   * Plans one step.
+   * @param ready whether a waiting request may be admitted now (the engine: its images are encoded); those
+   *   that may not are passed over, keeping their place in the queue. Absent: all may.
+   */
+  schedule(ready?: (group: SchedGroup<S>) => boolean): SchedulerOutput<S> {
     const out: SchedulerOutput<S> = { scheduled: [], preempted: [], admitted: [], failed: [], numTokens: 0 };
     let budget = this.config.maxBatchTokens;
 
@@ -258,10 +263,15 @@ export class Scheduler<S extends SchedSeq = SchedSeq> {
 
     // 3: waiting requests, only when nothing had to be preempted in 1 + 2.
     if (out.preempted.length === 0) {
-      while (budget > 0 && this.waiting.length > 0) {
-        const group = this.waiting[0] as SchedGroup<S>;
+      let w = 0;
+      while (budget > 0 && w < this.waiting.length) {
+        const group = this.waiting[w] as SchedGroup<S>;
         // Never re-admit a request preempted for another one in this same step.
         if (out.preempted.includes(group)) break;
+        if (ready !== undefined && !ready(group)) {
+          w++;
+          continue;
+        }
         if (!fitsWithout(group, [])) {
           const lower = this.running.filter((g) => g.priority > group.priority);
           // NOTE: check first, so nothing is preempted for a request that cannot fit anyway.
@@ -285,7 +295,7 @@ export class Scheduler<S extends SchedSeq = SchedSeq> {
           }
         }
         if (placed === 0) break;
-        this.waiting.shift();
+        this.waiting.splice(w, 1);
         this.insertRunning(group);
         if (!this.admittedOnce.has(group.id)) {
           this.admittedOnce.add(group.id);

@@ -68,6 +68,8 @@ export class RequestState implements SchedGroup<Seq> {
   spareMatchers: TokenMatcher[] = [];
   /** Vision embeddings this request still needs, by content hash. */
   readonly embeds = new Map<string, Float32Array[]>();
+  /** Images being encoded a few slices per step: the slices' embeddings so far and when the first began. */
+  readonly partialEmbeds = new Map<string, { arrays: Float32Array[]; start: number }>();
   /** Last placeholder position + 1 (0 without media); set by the engine. */
   mediaEnd = 0;
   cachedPromptTokens = 0;

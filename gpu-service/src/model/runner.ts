@@ -4,6 +4,7 @@ import { ensureGraphs } from "./graph-cache";
 import { LLM_IO } from "./llm-graph";
 import { normalizePixels } from "./pixels";
 import { type PositionIdMode, visionPositionIds } from "./position-ids";
+import { buildSessionOptions } from "./session-options";
 import type { ModelInfo, ModelRunner, SeqStep, SliceInput } from "./types";
 import { sincos2d, VISION_IO, type VisionPrecision } from "./vision-graph";
 import type { WeightFormat, WeightSource } from "./weights";
@@ -25,6 +26,7 @@ export interface ModelOptions {
   /** LLM weight storage (default f32) */
   weights?: "f32" | "int4" | "f16";
   executionProvider?: "cpu" | "webgpu" | "cuda";
+  /** intra-op threads of both sessions unless set per session (default 0 = ONNX Runtime's choice) */
   intraOpThreads?: number;
   /**
    * vision tower numerics (default f32): `int8` runs the SigLIP encoder's linear layers as
@@ -32,6 +34,14 @@ export interface ModelOptions {
    * cosine ~0.999 of f32; see README "Vision precision")
    */
   visionPrecision?: VisionPrecision;
+  /** intra-op threads of the vision session (default intraOpThreads) */
+  visionThreads?: number;
+  /** intra-op threads of the LLM session (default intraOpThreads) */
+  llmThreads?: number;
+  /** whether idle intra-op threads of the vision session busy-wait (default false) */
+  visionSpinning?: boolean;
+  /** whether idle intra-op threads of the LLM session busy-wait (default false) */
+  llmSpinning?: boolean;
   /** vision position-id bucketing (default torch-avx2, MINICPMV26.md §4.2) */
   positionIds?: "torch-avx2" | "floor";
 }
@@ -55,17 +65,19 @@ export async function createRunnerFromWeights(src: WeightSource, opts: RunnerOpt
   if (visionPrecision !== "f32" && visionPrecision !== "int8")
     throw new RangeError(`visionPrecision: must be f32 or int8, got ${String(visionPrecision)}`);
   const graphs = await ensureGraphs(src, { weights, blockSize, visionPrecision }, opts.cacheDir);
-  const sessionOptions: ort.InferenceSession.SessionOptions = {
-    executionProviders: [ep],
-    graphOptimizationLevel: "all",
-    logSeverityLevel: 3,
-    ...(opts.intraOpThreads ? { intraOpNumThreads: opts.intraOpThreads } : {}),
-  };
+  const visionOptions = buildSessionOptions(ep, {
+    intraOpThreads: opts.visionThreads ?? opts.intraOpThreads ?? 0,
+    allowSpinning: opts.visionSpinning ?? false,
+  });
+  const llmOptions = buildSessionOptions(ep, {
+    intraOpThreads: opts.llmThreads ?? opts.intraOpThreads ?? 0,
+    allowSpinning: opts.llmSpinning ?? false,
+  });
   let vision: ort.InferenceSession;
   let llm: ort.InferenceSession;
   try {
-    vision = await ort.InferenceSession.create(graphs.visionPath, sessionOptions);
-    llm = await ort.InferenceSession.create(graphs.llmPath, sessionOptions);
+    vision = await ort.InferenceSession.create(graphs.visionPath, visionOptions);
+    llm = await ort.InferenceSession.create(graphs.llmPath, llmOptions);
   } catch (e) {
     if (ep === "cpu") throw e;
     const avail = ort
