@@ -299,7 +299,8 @@ describe("edge with two gpu-service processes, one killed mid-run", () => {
         for (let x = await it.next(); !x.done; x = await it.next());
       })(),
     ).rejects.toThrow(/gpu-service 127\.0\.0\.1:\d+/);
-    expect(edge.pool.replicas[0]?.healthy).toBe(false);
+    // The dead replica is ejected once its failures (the broken calls, then failed polls) come in a row.
+    await expect.poll(() => edge.pool.replicas[0]?.healthy, { timeout: 60_000, interval: 200 }).toBe(false);
     // New requests go to B.
     const after = await client.chat.completions.create({
       model: M,

@@ -5,7 +5,8 @@ import { EDGE_VERSION } from "./health";
 
 describe("probes: /livez, /readyz, /ping, /version", () => {
   it("answers /livez while the edge runs, whatever the backends' state; readiness follows the backends", async () => {
-    const s = setup({ API_KEYS: "k1" });
+    // One failed poll ejects here; the default (3 in a row) is tested with the pool.
+    const s = setup({ API_KEYS: "k1", GPU_EJECT_AFTER_FAILURES: "1" });
     for (const path of ["/readyz", "/ping", "/health"]) expect((await s.app.request(path)).status).toBe(200);
     expect((await s.app.request("/ping", { method: "POST" })).status).toBe(200);
     (s.gpus[0] as FakeGpu).up = false;
