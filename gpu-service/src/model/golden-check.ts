@@ -16,12 +16,14 @@ export const GOLDEN_IMAGE_CASES = [
   "v_video_4_frames",
 ];
 
-interface GoldenSlice {
+/** One slice of a golden case's metadata (`meta.json`). */
+export interface GoldenSlice {
   width: number;
   height: number;
   preprocess_file: string | null;
 }
-interface GoldenMeta {
+/** The fields of a golden case's `meta.json` that the model checks read. */
+export interface GoldenMeta {
   input_ids: number[];
   slices?: GoldenSlice[];
   image_bound?: [number, number][];

@@ -2,19 +2,11 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureTinyCheckpoint } from "../checkpoint";
+import type { GoldenMeta as GoldenCaseMeta } from "./golden-check";
 import { createModelRunner, type ModelRunner, type SeqStep } from "./index";
 import { goldenDir, readNpy } from "./testing";
 
-interface GoldenSlice {
-  width: number;
-  height: number;
-  preprocess_file: string | null;
-}
-interface GoldenMeta {
-  input_ids: number[];
-  slices?: GoldenSlice[];
-  image_bound?: [number, number][];
-  top5_last: { ids: number[]; logits: number[] };
+interface GoldenMeta extends GoldenCaseMeta {
   greedy_tokens: number[];
   greedy_steps: { token: number; top5_ids: number[]; top5_logits: number[] }[];
 }
