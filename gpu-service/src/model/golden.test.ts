@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureTinyCheckpoint } from "../checkpoint";
-import type { GoldenMeta as GoldenCaseMeta } from "./golden-check";
+import type { GoldenMeta as GoldenCaseMeta, GoldenSlice } from "./golden-check";
 import { createModelRunner, type ModelRunner, type SeqStep } from "./index";
 import { goldenDir, readNpy } from "./testing";
 
